@@ -1,0 +1,94 @@
+"""Domain values: consultation phases, what each phase allows, and the statistics rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from functools import cached_property
+
+from bot.consultation_file import ConsultationDocument, LocalizedContent
+
+
+class Phase(StrEnum):
+    DRAFT = "draft"
+    UPCOMING = "upcoming"
+    OPEN = "open"
+    CLOSED = "closed"
+    ARCHIVED = "archived"
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """What a phase allows. The scheduler only moves phases; handlers only ask this."""
+
+    contribute: bool
+    support: bool
+    comment: bool
+    results: bool
+
+
+PERMISSIONS = {
+    Phase.DRAFT: Permissions(False, False, False, False),
+    Phase.UPCOMING: Permissions(False, False, False, False),
+    Phase.OPEN: Permissions(True, True, True, True),
+    Phase.CLOSED: Permissions(False, False, False, True),
+    Phase.ARCHIVED: Permissions(False, False, False, True),
+}
+
+
+@dataclass(frozen=True)
+class ConsultationInfo:
+    """A consultation as the core sees it: its row's schedule plus its validated document."""
+
+    id: int
+    slug: str
+    status: str
+    opens_at: datetime
+    closes_at: datetime
+    timezone: str
+    document: ConsultationDocument
+    question_ids: tuple[int, ...]
+
+    def phase(self, now: datetime) -> Phase:
+        if self.status in (Phase.DRAFT, Phase.ARCHIVED, Phase.CLOSED):
+            return Phase(self.status)
+        if now < self.opens_at:
+            return Phase.UPCOMING
+        if now >= self.closes_at:
+            return Phase.CLOSED
+        return Phase.OPEN
+
+    def allows(self, now: datetime) -> Permissions:
+        return PERMISSIONS[self.phase(now)]
+
+    def content(self, locale: str) -> LocalizedContent:
+        return self.document.localized(locale)
+
+    @cached_property
+    def settings(self):  # type: ignore[no-untyped-def]
+        return self.document.settings
+
+    def question_index(self, question_id: int) -> int:
+        return self.question_ids.index(question_id)
+
+
+def consultation_days(opens_at: datetime, closes_at: datetime, now: datetime) -> int:
+    """Days of consultation: full days elapsed from the opening to the closing (or to now while
+    open). The seed's 23 Feb 2018 10:00 → 31 Aug 2019 00:00 (Europe/Paris) gives 553."""
+    end = min(now, closes_at)
+    if end <= opens_at:
+        return 0
+    return (end - opens_at) // timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Statistics:
+    """The five public counters of a consultation (as on the seed's page), plus comments."""
+
+    days: int
+    participants: int
+    contributions: int
+    supports: int
+    visitors: int
+    comments: int

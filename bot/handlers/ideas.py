@@ -1,0 +1,306 @@
+"""Ideas: browse published contributions (top, new, discover), support them, comment on them
+and read their comments. On channels without buttons, a 👍 reaction on an idea supports it and
+a reply to an idea comments on it."""
+
+from __future__ import annotations
+
+from bot import errors
+from bot.actions import pack
+from bot.domain import ConsultationInfo
+from bot.handlers import views
+from bot.i18n import N_, fmt_datetime
+from bot.i18n import gettext as _
+from bot.messages import (
+    ActionPressed,
+    Button,
+    OutboundMessage,
+    ReactionAdded,
+    RichText,
+    TextMessage,
+    b,
+    i,
+)
+from bot.router import Ctx, Reply, Router, State
+from bot.services import published_contribution
+from storage.repositories import ContributionRow
+
+router = Router("ideas")
+
+ORDERS = {"top": N_("most supported"), "new": N_("newest"), "discover": N_("not seen yet")}
+SUPPORT_REACTIONS = {"👍", "👍️", "+1", "👍🏻", "👍🏼", "👍🏽", "👍🏾", "👍🏿", "❤️", "✅"}
+
+
+def _idea_message(
+    ctx: Ctx,
+    info: ConsultationInfo,
+    row: ContributionRow,
+    *,
+    edit: bool = False,
+    notice: str | None = None,
+) -> OutboundMessage:
+    assert ctx.citizen.id is not None
+    supported = bool(ctx.repos.supports.supported_ids(ctx.citizen.id, [row.id]))
+    keyboard = views.idea_keyboard(
+        row,
+        supported=supported,
+        own=row.citizen_id == ctx.citizen.id,
+        comments_enabled=info.settings.comments and info.allows(ctx.now).comment,
+    )
+    if not info.allows(ctx.now).support:
+        keyboard = tuple(
+            tuple(btn for btn in r if btn.action and not btn.action.startswith(("sup:", "uns:")))
+            for r in keyboard
+        )
+    return ctx.reply(
+        views.idea_text(row, info, ctx.locale),
+        keyboard,
+        edit=edit,
+        notice=notice,
+        subject=("contribution", row.id),
+    )
+
+
+@router.action(
+    "ideas",
+    command="ideas",
+    args=N_("[question] [top|new|discover] [page]"),
+    help=N_("Browse the published ideas, support them and comment"),
+)
+def ideas(ctx: Ctx) -> Reply:
+    info = ctx.consultation()
+    content = info.content(ctx.locale)
+    if not ctx.args:
+        if len(info.question_ids) == 1:
+            return _page(ctx, info, 0, "discover", 1)
+        rt = RichText().h(_("Ideas")).p(_("Which question?"))
+        rows = []
+        for n, q in enumerate(content.questions, 1):
+            count = ctx.repos.contributions.count_published(info.question_ids[n - 1])
+            rt = rt.li(b(f"{n}. "), q.text, i(f" ({count})"))
+            rows.append(
+                (
+                    Button(
+                        _("Question {n} ({count})").format(n=n, count=count),
+                        pack("ideas", n, "discover", 1),
+                    ),
+                )
+            )
+        return ctx.reply(rt, (*rows, (views.back_to_menu(),)))
+    number = int(ctx.args[0])
+    order = ctx.args[1] if len(ctx.args) > 1 else "discover"
+    page = int(ctx.args[2]) if len(ctx.args) > 2 else 1
+    if not 1 <= number <= len(info.question_ids) or order not in ORDERS or page < 1:
+        raise errors.UnknownQuestion()
+    return _page(ctx, info, number - 1, order, page)
+
+
+def _page(ctx: Ctx, info: ConsultationInfo, index: int, order: str, page: int) -> Reply:
+    assert ctx.citizen.id is not None
+    qid = info.question_ids[index]
+    total = ctx.repos.contributions.count_published(qid)
+    pages = max(1, -(-total // views.PAGE_SIZE))
+    page = min(page, pages)
+    rows = ctx.repos.contributions.browse(
+        qid, order, (page - 1) * views.PAGE_SIZE, views.PAGE_SIZE, ctx.citizen.id
+    )
+    ctx.repos.contributions.mark_seen(ctx.citizen.id, [r.id for r in rows], ctx.now)
+    question = info.content(ctx.locale).questions[index]
+    head = RichText().p(b(_("Question {n}").format(n=index + 1)), " — ", question.text)
+    if not rows:
+        head = head.p(i(_("No ideas yet for this question. Be the first!")))
+        keyboard = ((Button("✍️ " + _("Participate"), pack("part")), views.back_to_menu()),)
+        return ctx.reply(head, keyboard)
+    out = [ctx.reply(head)]
+    out.extend(_idea_message(ctx, info, row) for row in rows)
+    nav: list[Button] = []
+    if page > 1:
+        nav.append(Button("◀ " + _("Previous"), pack("ideas", index + 1, order, page - 1)))
+    if page < pages:
+        nav.append(Button(_("Next") + " ▶", pack("ideas", index + 1, order, page + 1)))
+    sorts = tuple(
+        Button(("• " if key == order else "") + _(label), pack("ideas", index + 1, key, 1))
+        for key, label in ORDERS.items()
+    )
+    footer = RichText().p(
+        i(
+            _("Page {page} of {pages} · {total} ideas · sorted by {order}").format(
+                page=page, pages=pages, total=total, order=_(ORDERS[order])
+            )
+        )
+    )
+    bottom: list[Button] = []
+    if len(info.question_ids) > 1:
+        other = (index + 1) % len(info.question_ids)
+        bottom.append(
+            Button(_("Question {n}").format(n=other + 1), pack("ideas", other + 1, order, 1))
+        )
+    bottom.append(views.back_to_menu())
+    out.append(ctx.reply(footer, tuple(r for r in (tuple(nav), sorts, tuple(bottom)) if r)))
+    return out
+
+
+def _support_reply(
+    ctx: Ctx, info: ConsultationInfo, contribution_id: int, supported: bool, count: int
+) -> Reply:
+    row = ctx.repos.contributions.with_counts(contribution_id)
+    assert row is not None
+    if supported:
+        notice = _("👍 Thank you, you support #{id} ({count} supports).").format(
+            id=contribution_id, count=count
+        )
+    else:
+        notice = _("Your support for #{id} is withdrawn.").format(id=contribution_id)
+    if ctx.caps.edits and isinstance(ctx.event.payload, ActionPressed):
+        # A button on the idea's own message: update its count in place.
+        return _idea_message(ctx, info, row, edit=True, notice=notice)
+    return [ctx.reply(RichText().p(notice)), _idea_message(ctx, info, row)]
+
+
+def _contribution_info(ctx: Ctx, contribution_id: int) -> ConsultationInfo:
+    row = ctx.repos.contributions.get(contribution_id)
+    if row is None:
+        raise errors.UnknownContribution(id=contribution_id)
+    return ctx.services.consultations.get(row.consultation_id)
+
+
+@router.action("sup", command="support", args=N_("NUMBER"), help=N_("Support an idea"))
+def support(ctx: Ctx) -> Reply:
+    assert ctx.action is not None
+    cid = ctx.action.arg_int(0)
+    info = _contribution_info(ctx, cid)
+    count = ctx.services.supports.support(info, cid, ctx.citizen)
+    return _support_reply(ctx, info, cid, True, count)
+
+
+@router.action(
+    "uns", command="unsupport", args=N_("NUMBER"), help=N_("Withdraw your support from an idea")
+)
+def unsupport(ctx: Ctx) -> Reply:
+    assert ctx.action is not None
+    cid = ctx.action.arg_int(0)
+    info = _contribution_info(ctx, cid)
+    count = ctx.services.supports.withdraw_support(info, cid, ctx.citizen)
+    return _support_reply(ctx, info, cid, False, count)
+
+
+@router.action(
+    "com",
+    command="comment",
+    args=N_("NUMBER [text]"),
+    private_only=True,
+    help=N_("Comment on an idea"),
+)
+def comment(ctx: Ctx) -> Reply:
+    assert ctx.action is not None
+    cid = ctx.action.arg_int(0)
+    info = _contribution_info(ctx, cid)
+    text = ctx.rest.partition(" ")[2].strip() if ctx.rest else ""
+    if text:
+        return _post_comment(ctx, info, cid, text)
+    row = ctx.services.comments.can_comment(info, cid)
+    ctx.set_state(State.COMMENTING, target=cid)
+    return ctx.reply(
+        RichText()
+        .p(_("Your comment on idea #{id}:").format(id=cid))
+        .quote(row.text[:300])
+        .p(
+            _("Write it in one message (up to {limit} characters).").format(
+                limit=info.settings.max_comment_length
+            )
+        ),
+        ((Button("✖ " + _("Cancel"), pack("cancel")),),),
+    )
+
+
+def _post_comment(ctx: Ctx, info: ConsultationInfo, cid: int, text: str) -> Reply:
+    ctx.services.comments.comment(info, cid, ctx.citizen, text)
+    ctx.set_state(State.IDLE, target=None)
+    count = ctx.repos.comments.count(cid)
+    return ctx.reply(
+        RichText().p(_("Thank you, your comment on #{id} is published.").format(id=cid)),
+        (
+            (
+                Button(_("Comments ({n})").format(n=count), pack("coms", cid, 1)),
+                Button("💡 " + _("Ideas"), pack("ideas")),
+            ),
+        ),
+    )
+
+
+@router.state(State.COMMENTING)
+def commenting(ctx: Ctx) -> Reply:
+    target = ctx.data("target")
+    if not isinstance(target, int):
+        raise errors.StaleAction()
+    info = _contribution_info(ctx, target)
+    return _post_comment(ctx, info, target, ctx.event.payload.text)  # type: ignore[union-attr]
+
+
+@router.action(
+    "coms", command="comments", args=N_("NUMBER [page]"), help=N_("Read the comments on an idea")
+)
+def comments(ctx: Ctx) -> Reply:
+    assert ctx.action is not None
+    cid = ctx.action.arg_int(0)
+    page = int(ctx.action.arg(1) or 1)
+    info = _contribution_info(ctx, cid)
+    row = published_contribution(ctx.repos, cid, info)
+    total = ctx.repos.comments.count(cid)
+    pages = max(1, -(-total // views.COMMENTS_PAGE))
+    page = max(1, min(page, pages))
+    items = ctx.repos.comments.published(
+        cid, (page - 1) * views.COMMENTS_PAGE, views.COMMENTS_PAGE
+    )
+    rt = RichText().p(b(_("Comments on idea #{id}").format(id=cid))).quote(row.text[:500])
+    if not items:
+        rt = rt.p(i(_("No comments yet.")))
+    for c in items:
+        rt = rt.p(i(fmt_datetime(c.created_at, info.timezone)), "\n", c.text)
+    nav: list[Button] = []
+    if page > 1:
+        nav.append(Button("◀ " + _("Previous"), pack("coms", cid, page - 1)))
+    if page < pages:
+        nav.append(Button(_("Next") + " ▶", pack("coms", cid, page + 1)))
+    actions: list[Button] = []
+    if info.settings.comments and info.allows(ctx.now).comment:
+        actions.append(Button("💬 " + _("Comment"), pack("com", cid)))
+    actions.append(Button("💡 " + _("Ideas"), pack("ideas")))
+    return ctx.reply(rt, tuple(r for r in (tuple(nav), tuple(actions)) if r))
+
+
+# --------------------------------------------------------------------------- reactions, replies
+
+
+@router.reaction
+def reaction(ctx: Ctx) -> Reply:
+    payload = ctx.event.payload
+    assert isinstance(payload, ReactionAdded)
+    if payload.key.strip() not in SUPPORT_REACTIONS:
+        return None
+    subject = ctx.repos.outbox.subject_of(
+        ctx.event.context.platform, payload.target.chat_id, payload.target.message_id
+    )
+    if subject is None or subject[0] != "contribution":
+        return None
+    cid = subject[1]
+    info = _contribution_info(ctx, cid)
+    if payload.removed:
+        count = ctx.services.supports.withdraw_support(info, cid, ctx.citizen)
+        return _support_reply(ctx, info, cid, False, count)
+    count = ctx.services.supports.support(info, cid, ctx.citizen)
+    return _support_reply(ctx, info, cid, True, count)
+
+
+@router.intercept
+def reply_comment(ctx: Ctx) -> Reply:
+    """A (Matrix or Telegram) reply to an idea's message comments on that idea."""
+    payload = ctx.event.payload
+    if not isinstance(payload, TextMessage) or payload.reply_to is None:
+        return None
+    subject = ctx.repos.outbox.subject_of(
+        ctx.event.context.platform, payload.reply_to.chat_id, payload.reply_to.message_id
+    )
+    if subject is None or subject[0] != "contribution":
+        return None
+    info = _contribution_info(ctx, subject[1])
+    return _post_comment(ctx, info, subject[1], payload.text)

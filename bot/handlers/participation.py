@@ -1,0 +1,328 @@
+"""Participation: answer the questions in turn (preview, confirm, edit, skip), and manage one's
+own contributions. The dialogue row remembers where the citizen is, across detours and
+restarts: ``q`` (question index), ``draft`` and ``skipped``."""
+
+from __future__ import annotations
+
+from bot import errors
+from bot.actions import pack
+from bot.domain import ConsultationInfo
+from bot.handlers import views
+from bot.i18n import N_
+from bot.i18n import gettext as _
+from bot.messages import Button, OutboundMessage, RichText, b, i
+from bot.router import Ctx, Reply, Router, State
+from bot.services import require
+
+router = Router("participation")
+
+
+def _open_info(ctx: Ctx) -> ConsultationInfo:
+    info = ctx.consultation()
+    require(info, ctx.now, "contribute")
+    return info
+
+
+def _next_question(ctx: Ctx, info: ConsultationInfo, start: int = 0) -> int | None:
+    """The first question from ``start`` on that the citizen has neither answered nor
+    skipped."""
+    assert ctx.citizen.id is not None
+    answered = ctx.repos.contributions.answered_questions(ctx.citizen.id, info.id)
+    skipped = set(ctx.data("skipped") or [])
+    for index in range(start, len(info.question_ids)):
+        qid = info.question_ids[index]
+        if qid not in answered and qid not in skipped:
+            return index
+    return None
+
+
+def _ask(ctx: Ctx, info: ConsultationInfo, index: int, lead: str | None = None) -> OutboundMessage:
+    ctx.set_state(State.ANSWERING, consultation=info.id, q=index, draft=None)
+    question = info.content(ctx.locale).questions[index]
+    rt = RichText()
+    if lead:
+        rt = rt.p(lead)
+    rt = rt.p(b(_("Question {n} of {total}").format(n=index + 1, total=len(info.question_ids))))
+    rt = rt.p(b(question.text))
+    if question.hint:
+        rt = rt.p(i(question.hint))
+    rt = rt.p(
+        _("Write your contribution in one message (up to {limit} characters).").format(
+            limit=info.settings.max_contribution_length
+        )
+    )
+    return ctx.reply(
+        rt, ((Button("⏭ " + _("Skip"), pack("skip")), Button("✖ " + _("Cancel"), pack("cancel"))),)
+    )
+
+
+def _preview(ctx: Ctx, info: ConsultationInfo, draft: dict) -> OutboundMessage:
+    n = info.question_index(draft["question_id"]) + 1
+    rt = (
+        RichText()
+        .p(_("Your contribution to question {n}:").format(n=n))
+        .quote(draft["text"])
+        .p(_("Publish it?"))
+    )
+    if info.settings.premoderation:
+        rt = rt.p(i(_("A moderator will review it before it is published.")))
+    return ctx.reply(
+        rt,
+        (
+            (
+                Button("✅ " + _("Confirm"), pack("ok")),
+                Button("✏️ " + _("Edit"), pack("redo")),
+                Button("✖ " + _("Cancel"), pack("cancel")),
+            ),
+        ),
+    )
+
+
+def _finished(ctx: Ctx, info: ConsultationInfo, lead: str | None = None) -> OutboundMessage:
+    ctx.set_state(State.IDLE, q=None, draft=None)
+    rt = RichText()
+    if lead:
+        rt = rt.p(lead)
+    rt = rt.p(b(_("Thank you for taking part!"))).p(
+        _("Now read the other citizens' ideas: support the ones you like and comment on them.")
+    )
+    return ctx.reply(
+        rt,
+        (
+            (
+                Button("💡 " + _("Ideas"), pack("ideas")),
+                Button("🗂 " + _("My contributions"), pack("mine")),
+            ),
+            (views.back_to_menu(),),
+        ),
+    )
+
+
+@router.action(
+    "part",
+    command="participate",
+    private_only=True,
+    help=N_("Answer the consultation's questions (resumes where you left off)"),
+)
+def participate(ctx: Ctx) -> Reply:
+    info = _open_info(ctx)
+    draft = ctx.data("draft")
+    if draft and draft.get("question_id") in info.question_ids:
+        ctx.set_state(State.CONFIRMING)
+        return _preview(ctx, info, draft)
+    current = ctx.data("q")
+    index = _next_question(ctx, info, current if isinstance(current, int) else 0)
+    if index is None:
+        index = _next_question(ctx, info, 0)
+    if index is None:
+        return _finished(ctx, info, _("You have answered every question."))
+    return _ask(ctx, info, index)
+
+
+@router.state(State.ANSWERING)
+def answering(ctx: Ctx) -> Reply:
+    info = _open_info(ctx)
+    index = ctx.data("q")
+    if not isinstance(index, int) or not 0 <= index < len(info.question_ids):
+        raise errors.StaleAction()
+    text = ctx.services.participation.check_text(info, ctx.event.payload.text)  # type: ignore[union-attr]
+    draft = {"question_id": info.question_ids[index], "text": text}
+    ctx.set_state(State.CONFIRMING, draft=draft)
+    return _preview(ctx, info, draft)
+
+
+@router.action(
+    "ok",
+    command="confirm",
+    private_only=True,
+    help=N_("Publish the contribution you are previewing"),
+)
+def confirm(ctx: Ctx) -> Reply:
+    draft = ctx.data("draft")
+    if ctx.state != State.CONFIRMING or not draft:
+        raise errors.StaleAction()
+    info = _open_info(ctx)
+    row = ctx.services.participation.submit_contribution(
+        info, draft["question_id"], ctx.citizen, draft["text"]
+    )
+    if row.status == "pending":
+        lead = _(
+            "Thank you! Your contribution #{id} will be published once a moderator has "
+            "reviewed it."
+        ).format(id=row.id)
+    else:
+        lead = _("Thank you! Your contribution #{id} is published.").format(id=row.id)
+    ctx.set_state(State.IDLE, draft=None)
+    index = _next_question(ctx, info, info.question_index(draft["question_id"]) + 1)
+    if index is None:
+        index = _next_question(ctx, info, 0)
+    if index is None:
+        return _finished(ctx, info, lead)
+    return _ask(ctx, info, index, lead)
+
+
+@router.action(
+    "redo",
+    command="edit",
+    private_only=True,
+    help=N_("Rewrite the contribution you are previewing"),
+)
+def redo(ctx: Ctx) -> Reply:
+    draft = ctx.data("draft")
+    if ctx.state != State.CONFIRMING or not draft:
+        raise errors.StaleAction()
+    info = _open_info(ctx)
+    return _ask(
+        ctx,
+        info,
+        info.question_index(draft["question_id"]),
+        _("Write the new version of your contribution."),
+    )
+
+
+@router.action("skip", command="skip", private_only=True, help=N_("Skip the current question"))
+def skip(ctx: Ctx) -> Reply:
+    index = ctx.data("q")
+    if ctx.state not in (State.ANSWERING, State.CONFIRMING) or not isinstance(index, int):
+        raise errors.StaleAction()
+    info = _open_info(ctx)
+    skipped = list(ctx.data("skipped") or [])
+    qid = info.question_ids[index]
+    if qid not in skipped:
+        skipped.append(qid)
+    ctx.set_state(State.IDLE, skipped=skipped, draft=None)
+    nxt = _next_question(ctx, info, index + 1)
+    if nxt is None:
+        return _finished(ctx, info, _("Question skipped."))
+    return _ask(ctx, info, nxt, _("Question skipped."))
+
+
+@router.action("cancel", command="cancel", help=N_("Cancel what you are doing"))
+def cancel(ctx: Ctx) -> Reply:
+    ctx.set_state(State.IDLE, draft=None, target=None)
+    info = ctx.consultation()
+    return ctx.reply(
+        RichText().p(_("Cancelled. Nothing was published.")),
+        views.main_menu(info, ctx.now),
+        edit=True,
+    )
+
+
+# --------------------------------------------------------------------------- my contributions
+
+
+@router.action(
+    "mine",
+    command="mine",
+    private_only=True,
+    help=N_("List your contributions, to edit or withdraw them"),
+)
+def mine(ctx: Ctx) -> Reply:
+    info = ctx.consultation()
+    rows = ctx.services.participation.mine(info, ctx.citizen)
+    if not rows:
+        return ctx.reply(
+            RichText().p(_("You have not contributed yet.")), views.main_menu(info, ctx.now)
+        )
+    can_change = info.allows(ctx.now).contribute
+    out = [ctx.reply(RichText().h(_("My contributions")))]
+    for row in rows:
+        keyboard: tuple = ()
+        if can_change and row.status != "hidden":
+            keyboard = (
+                (
+                    Button("✏️ " + _("Edit"), pack("medit", row.id)),
+                    Button("🗑 " + _("Withdraw"), pack("mdel", row.id)),
+                ),
+            )
+        out.append(
+            ctx.reply(
+                views.idea_text(row, info, ctx.locale, with_question=True),
+                keyboard,
+                subject=("contribution", row.id),
+            )
+        )
+    out.append(ctx.reply(RichText().p(_("That's all.")), ((views.back_to_menu(),),)))
+    return out
+
+
+@router.action(
+    "medit",
+    command="editidea",
+    args=N_("NUMBER"),
+    private_only=True,
+    help=N_("Rewrite one of your contributions"),
+)
+def edit_mine(ctx: Ctx) -> Reply:
+    info = _open_info(ctx)
+    assert ctx.action is not None
+    contribution_id = ctx.action.arg_int(0)
+    row = ctx.services.participation.own(info, contribution_id, ctx.citizen)
+    if row.status == "hidden":
+        raise errors.ContributionNotAvailable(id=contribution_id)
+    ctx.set_state(State.EDITING, target=contribution_id)
+    return ctx.reply(
+        RichText()
+        .p(_("Your contribution #{id} now reads:").format(id=row.id))
+        .quote(row.text)
+        .p(_("Write its new version in one message.")),
+        ((Button("✖ " + _("Cancel"), pack("cancel")),),),
+    )
+
+
+@router.state(State.EDITING)
+def editing(ctx: Ctx) -> Reply:
+    info = _open_info(ctx)
+    target = ctx.data("target")
+    if not isinstance(target, int):
+        raise errors.StaleAction()
+    row = ctx.services.participation.edit_contribution(
+        info, target, ctx.citizen, ctx.event.payload.text
+    )  # type: ignore[union-attr]
+    ctx.set_state(State.IDLE, target=None)
+    return ctx.reply(
+        RichText().p(_("Your contribution #{id} is updated.").format(id=row.id)),
+        ((Button("🗂 " + _("My contributions"), pack("mine")), views.back_to_menu()),),
+    )
+
+
+@router.action(
+    "mdel",
+    command="withdraw",
+    args=N_("NUMBER"),
+    private_only=True,
+    help=N_("Withdraw one of your contributions"),
+)
+def withdraw_ask(ctx: Ctx) -> Reply:
+    info = _open_info(ctx)
+    assert ctx.action is not None
+    row = ctx.services.participation.own(info, ctx.action.arg_int(0), ctx.citizen)
+    return ctx.reply(
+        RichText()
+        .p(
+            _(
+                "Withdraw your contribution #{id}? Its supports and comments will no longer count."
+            ).format(id=row.id)
+        )
+        .quote(row.text),
+        (
+            (
+                Button("🗑 " + _("Yes, withdraw it"), pack("mdelok", row.id)),
+                Button(_("Keep it"), pack("mine")),
+            ),
+        ),
+    )
+
+
+@router.action("mdelok")
+def withdraw_confirmed(ctx: Ctx) -> Reply:
+    info = _open_info(ctx)
+    assert ctx.action is not None
+    row = ctx.services.participation.withdraw_contribution(
+        info, ctx.action.arg_int(0), ctx.citizen
+    )
+    return ctx.reply(
+        RichText().p(_("Your contribution #{id} is withdrawn.").format(id=row.id)),
+        ((Button("🗂 " + _("My contributions"), pack("mine")), views.back_to_menu()),),
+        edit=True,
+    )

@@ -1,0 +1,269 @@
+"""Domain services: one verb per method, a value back or a named error raised.
+
+They work inside one unit of work (``Repos``); the caller commits. They never build messages.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from bot import errors
+from bot.consultation_file import ConsultationDocument
+from bot.domain import ConsultationInfo, Phase, Statistics, consultation_days
+from bot.i18n import fmt_date
+from storage.models import Citizen, Comment, Consultation, Contribution
+from storage.repositories import ContributionRow, Repos
+
+
+class Services:
+    """The domain services bound to one unit of work and one instant."""
+
+    def __init__(self, repos: Repos, now: datetime) -> None:
+        self.repos = repos
+        self.now = now
+        self.consultations = ConsultationService(repos, now)
+        self.participation = ParticipationService(repos, now)
+        self.supports = SupportService(repos, now)
+        self.comments = CommentService(repos, now)
+
+
+def require(info: ConsultationInfo, now: datetime, what: str) -> None:
+    """Raise the translated reason if the consultation's phase does not allow ``what``
+    (``contribute``, ``support``, ``comment``)."""
+    allowed = info.allows(now)
+    if getattr(allowed, what):
+        return
+    phase = info.phase(now)
+    if phase in (Phase.UPCOMING, Phase.DRAFT):
+        raise errors.ConsultationNotOpen(date=fmt_date(info.opens_at, info.timezone))
+    raise errors.ConsultationClosed(date=fmt_date(info.closes_at, info.timezone))
+
+
+def _clean_text(text: str, limit: int) -> str:
+    cleaned = text.strip()
+    if not cleaned:
+        raise errors.EmptyText()
+    if len(cleaned) > limit:
+        raise errors.TextTooLong(length=len(cleaned), limit=limit)
+    return cleaned
+
+
+class ConsultationService:
+    def __init__(self, repos: Repos, now: datetime) -> None:
+        self.repos, self.now = repos, now
+
+    def import_document(self, doc: ConsultationDocument) -> tuple[Consultation, bool]:
+        return self.repos.consultations.upsert(
+            slug=doc.slug,
+            opens_at=doc.opens_at_utc,
+            closes_at=doc.closes_at_utc,
+            timezone=doc.timezone,
+            document=doc.to_json(),
+            question_keys=[q.key for q in doc.questions],
+            now=self.now,
+        )
+
+    def info(self, row: Consultation) -> ConsultationInfo:
+        assert row.id is not None
+        return ConsultationInfo(
+            id=row.id,
+            slug=row.slug,
+            status=row.status,
+            opens_at=row.opens_at,
+            closes_at=row.closes_at,
+            timezone=row.timezone,
+            document=ConsultationDocument.from_json(row.document),
+            question_ids=tuple(q.id for q in self.repos.consultations.questions(row.id) if q.id),
+        )
+
+    def get(self, consultation_id: int) -> ConsultationInfo:
+        row = self.repos.consultations.get(consultation_id)
+        if row is None:
+            raise errors.NoConsultation()
+        return self.info(row)
+
+    def by_slug(self, slug: str) -> ConsultationInfo:
+        row = self.repos.consultations.by_slug(slug)
+        if row is None:
+            raise errors.UnknownConsultation(slug=slug)
+        return self.info(row)
+
+    def default(self) -> ConsultationInfo:
+        """The consultation to show when none is named: an open one (most recently opened),
+        else an upcoming one, else the most recent."""
+        rows = [r for r in self.repos.consultations.all() if r.status not in ("draft", "archived")]
+        if not rows:
+            raise errors.NoConsultation()
+        infos = [self.info(r) for r in rows]
+        for wanted in (Phase.OPEN, Phase.UPCOMING):
+            for info in infos:
+                if info.phase(self.now) == wanted:
+                    return info
+        return infos[0]
+
+    def resolve_start_payload(self, payload: str) -> tuple[ConsultationInfo, str | None]:
+        """``slug`` or ``slug-source`` (a deep link from a poster's QR code, say)."""
+        payload = payload.strip().lower()
+        row = self.repos.consultations.by_slug(payload)
+        if row is not None:
+            return self.info(row), None
+        candidates = [
+            r for r in self.repos.consultations.all() if payload.startswith(r.slug + "-")
+        ]
+        if candidates:
+            best = max(candidates, key=lambda r: len(r.slug))
+            source = payload[len(best.slug) + 1 :][:64] or None
+            return self.info(best), source
+        raise errors.UnknownConsultation(slug=payload[:64])
+
+    def record_visit(self, info: ConsultationInfo, citizen: Citizen, source: str | None) -> bool:
+        assert citizen.id is not None
+        return self.repos.stats.record_visit(info.id, citizen.id, source, self.now)
+
+    def statistics(self, info: ConsultationInfo) -> Statistics:
+        c = self.repos.stats.counters(info.id)
+        return Statistics(
+            days=consultation_days(info.opens_at, info.closes_at, self.now),
+            participants=c.participants,
+            contributions=c.contributions,
+            supports=c.supports,
+            visitors=c.visitors,
+            comments=c.comments,
+        )
+
+
+class ParticipationService:
+    def __init__(self, repos: Repos, now: datetime) -> None:
+        self.repos, self.now = repos, now
+
+    def check_text(self, info: ConsultationInfo, text: str) -> str:
+        return _clean_text(text, info.settings.max_contribution_length)
+
+    def submit_contribution(
+        self, info: ConsultationInfo, question_id: int, citizen: Citizen, text: str
+    ) -> Contribution:
+        require(info, self.now, "contribute")
+        if question_id not in info.question_ids:
+            raise errors.UnknownQuestion()
+        assert citizen.id is not None
+        status = "pending" if info.settings.premoderation else "published"
+        return self.repos.contributions.add(
+            Contribution(
+                consultation_id=info.id,
+                question_id=question_id,
+                citizen_id=citizen.id,
+                text=self.check_text(info, text),
+                status=status,
+                created_at=self.now,
+                updated_at=self.now,
+            )
+        )
+
+    def own(self, info: ConsultationInfo, contribution_id: int, citizen: Citizen) -> Contribution:
+        row = self.repos.contributions.get(contribution_id)
+        if row is None or row.consultation_id != info.id or row.status == "withdrawn":
+            raise errors.UnknownContribution(id=contribution_id)
+        if row.citizen_id != citizen.id:
+            raise errors.NotYourContribution(id=contribution_id)
+        return row
+
+    def edit_contribution(
+        self, info: ConsultationInfo, contribution_id: int, citizen: Citizen, text: str
+    ) -> Contribution:
+        require(info, self.now, "contribute")
+        row = self.own(info, contribution_id, citizen)
+        if row.status == "hidden":
+            raise errors.ContributionNotAvailable(id=contribution_id)
+        row.text = self.check_text(info, text)
+        row.updated_at = self.now
+        self.repos.session.add(row)
+        return row
+
+    def withdraw_contribution(
+        self, info: ConsultationInfo, contribution_id: int, citizen: Citizen
+    ) -> Contribution:
+        require(info, self.now, "contribute")
+        row = self.own(info, contribution_id, citizen)
+        row.status = "withdrawn"
+        row.updated_at = self.now
+        self.repos.session.add(row)
+        return row
+
+    def mine(self, info: ConsultationInfo, citizen: Citizen) -> list[ContributionRow]:
+        assert citizen.id is not None
+        return self.repos.contributions.of_citizen(citizen.id, info.id)
+
+
+def published_contribution(
+    repos: Repos, contribution_id: int, info: ConsultationInfo | None = None
+) -> Contribution:
+    row = repos.contributions.get(contribution_id)
+    if row is None or (info is not None and row.consultation_id != info.id):
+        raise errors.UnknownContribution(id=contribution_id)
+    if row.status != "published":
+        raise errors.ContributionNotAvailable(id=contribution_id)
+    return row
+
+
+class SupportService:
+    def __init__(self, repos: Repos, now: datetime) -> None:
+        self.repos, self.now = repos, now
+
+    def support(self, info: ConsultationInfo, contribution_id: int, citizen: Citizen) -> int:
+        """Support a published contribution; returns its new support count."""
+        row = published_contribution(self.repos, contribution_id, info)
+        require(info, self.now, "support")
+        if row.citizen_id == citizen.id:
+            raise errors.OwnContribution()
+        assert citizen.id is not None
+        if not self.repos.supports.add(contribution_id, citizen.id, self.now):
+            raise errors.AlreadySupported(id=contribution_id)
+        return self.repos.supports.count(contribution_id)
+
+    def withdraw_support(
+        self, info: ConsultationInfo, contribution_id: int, citizen: Citizen
+    ) -> int:
+        published_contribution(self.repos, contribution_id, info)
+        require(info, self.now, "support")
+        if not info.settings.support_withdrawal:
+            raise errors.WithdrawalNotAllowed()
+        assert citizen.id is not None
+        if not self.repos.supports.remove(contribution_id, citizen.id):
+            raise errors.NotSupported(id=contribution_id)
+        return self.repos.supports.count(contribution_id)
+
+    def toggle(
+        self, info: ConsultationInfo, contribution_id: int, citizen: Citizen
+    ) -> tuple[bool, int]:
+        """Support, or withdraw if already supported. Returns (supported now, count)."""
+        assert citizen.id is not None
+        if self.repos.supports.exists(contribution_id, citizen.id):
+            return False, self.withdraw_support(info, contribution_id, citizen)
+        return True, self.support(info, contribution_id, citizen)
+
+
+class CommentService:
+    def __init__(self, repos: Repos, now: datetime) -> None:
+        self.repos, self.now = repos, now
+
+    def can_comment(self, info: ConsultationInfo, contribution_id: int) -> Contribution:
+        row = published_contribution(self.repos, contribution_id, info)
+        if not info.settings.comments:
+            raise errors.CommentsDisabled()
+        require(info, self.now, "comment")
+        return row
+
+    def comment(
+        self, info: ConsultationInfo, contribution_id: int, citizen: Citizen, text: str
+    ) -> Comment:
+        self.can_comment(info, contribution_id)
+        assert citizen.id is not None
+        return self.repos.comments.add(
+            Comment(
+                contribution_id=contribution_id,
+                citizen_id=citizen.id,
+                text=_clean_text(text, info.settings.max_comment_length),
+                status="published",
+                created_at=self.now,
+            )
+        )

@@ -1,0 +1,585 @@
+"""One repository per aggregate. Repositories run queries inside the caller's unit of work
+(a ``Session``); they never commit. Domain rules live in ``bot.services``."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, literal, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from storage.db import Database
+from storage.models import (
+    ChannelState,
+    Citizen,
+    Comment,
+    Consultation,
+    Contribution,
+    Dialogue,
+    InboxEvent,
+    OutboxMessage,
+    Question,
+    Seen,
+    Support,
+    Visit,
+)
+
+PUBLISHED = "published"
+
+
+class Repos:
+    """All repositories bound to one unit of work."""
+
+    def __init__(self, db: Database, session: Session) -> None:
+        self.db = db
+        self.session = session
+        self.consultations = ConsultationRepo(session)
+        self.citizens = CitizenRepo(db, session)
+        self.contributions = ContributionRepo(db, session)
+        self.supports = SupportRepo(db, session)
+        self.comments = CommentRepo(session)
+        self.dialogues = DialogueRepo(db, session)
+        self.inbox = InboxRepo(db, session)
+        self.outbox = OutboxRepo(session)
+        self.channel_state = ChannelStateRepo(session)
+        self.stats = StatsRepo(db, session)
+
+
+# --------------------------------------------------------------------------- consultations
+
+
+class ConsultationRepo:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def by_slug(self, slug: str) -> Consultation | None:
+        return self.s.exec(select(Consultation).where(Consultation.slug == slug)).first()
+
+    def get(self, consultation_id: int) -> Consultation | None:
+        return self.s.get(Consultation, consultation_id)
+
+    def all(self) -> Sequence[Consultation]:
+        return self.s.exec(select(Consultation).order_by(col(Consultation.opens_at).desc())).all()
+
+    def questions(self, consultation_id: int) -> Sequence[Question]:
+        return self.s.exec(
+            select(Question)
+            .where(Question.consultation_id == consultation_id)
+            .order_by(col(Question.position))
+        ).all()
+
+    def question(self, question_id: int) -> Question | None:
+        return self.s.get(Question, question_id)
+
+    def upsert(
+        self,
+        *,
+        slug: str,
+        opens_at: datetime,
+        closes_at: datetime,
+        timezone: str,
+        document: dict[str, Any],
+        question_keys: list[str],
+        now: datetime,
+    ) -> tuple[Consultation, bool]:
+        """Create or update by slug. Questions are matched by key: existing ones keep their id
+        (and their contributions); new keys are added. Returns (consultation, created)."""
+        row = self.by_slug(slug)
+        created = row is None
+        if row is None:
+            row = Consultation(
+                slug=slug,
+                opens_at=opens_at,
+                closes_at=closes_at,
+                timezone=timezone,
+                document=document,
+                created_at=now,
+                updated_at=now,
+            )
+        else:
+            row.opens_at, row.closes_at, row.timezone = opens_at, closes_at, timezone
+            row.document, row.updated_at = document, now
+        self.s.add(row)
+        self.s.flush()
+        assert row.id is not None
+        existing = {q.key: q for q in self.questions(row.id)}
+        # Park current positions out of the way, then assign the new order.
+        for q in existing.values():
+            q.position += 10_000
+            self.s.add(q)
+        self.s.flush()
+        for position, key in enumerate(question_keys):
+            q = existing.get(key) or Question(consultation_id=row.id, key=key, position=position)
+            q.position = position
+            self.s.add(q)
+        self.s.flush()
+        return row, created
+
+
+# --------------------------------------------------------------------------- citizens
+
+
+class CitizenRepo:
+    def __init__(self, db: Database, session: Session) -> None:
+        self.db, self.s = db, session
+
+    def get(self, citizen_id: int) -> Citizen | None:
+        return self.s.get(Citizen, citizen_id)
+
+    def by_platform_id(self, platform: str, user_id: str) -> Citizen | None:
+        return self.s.exec(
+            select(Citizen).where(
+                Citizen.platform == platform, Citizen.platform_user_id == user_id
+            )
+        ).first()
+
+    def resolve(
+        self, platform: str, user_id: str, display_name: str | None, now: datetime
+    ) -> tuple[Citizen, bool]:
+        """Find or create the citizen for an immutable platform id. Returns (citizen, new)."""
+        found = self.by_platform_id(platform, user_id)
+        if found is not None:
+            if display_name and found.display_name != display_name:
+                found.display_name = display_name
+            found.last_seen_at = now
+            self.s.add(found)
+            return found, False
+        inserted = self.db.insert_ignore(
+            self.s,
+            Citizen,
+            platform=platform,
+            platform_user_id=user_id,
+            display_name=display_name,
+            pseudonym=secrets.token_hex(8),
+            reachable=True,
+            created_at=now,
+            last_seen_at=now,
+        )
+        citizen = self.by_platform_id(platform, user_id)
+        assert citizen is not None
+        return citizen, inserted
+
+
+# --------------------------------------------------------------------------- contributions
+
+
+@dataclass(frozen=True, slots=True)
+class ContributionRow:
+    id: int
+    question_id: int
+    citizen_id: int
+    text: str
+    status: str
+    created_at: datetime
+    supports: int
+    comments: int
+
+
+class ContributionRepo:
+    def __init__(self, db: Database, session: Session) -> None:
+        self.db, self.s = db, session
+
+    def get(self, contribution_id: int) -> Contribution | None:
+        return self.s.get(Contribution, contribution_id)
+
+    def add(self, row: Contribution) -> Contribution:
+        self.s.add(row)
+        self.s.flush()
+        return row
+
+    def _counted(self) -> Any:
+        supports = (
+            select(func.count())
+            .select_from(Support)
+            .where(Support.contribution_id == Contribution.id)
+            .correlate(Contribution)
+            .scalar_subquery()
+        )
+        comments = (
+            select(func.count())
+            .select_from(Comment)
+            .where(Comment.contribution_id == Contribution.id, Comment.status == PUBLISHED)
+            .correlate(Contribution)
+            .scalar_subquery()
+        )
+        return supports.label("supports"), comments.label("comments")
+
+    def with_counts(self, contribution_id: int) -> ContributionRow | None:
+        supports, comments = self._counted()
+        row = self.s.exec(
+            select(Contribution, supports, comments).where(Contribution.id == contribution_id)
+        ).first()
+        return _row(row) if row else None
+
+    def count_published(self, question_id: int) -> int:
+        return self.s.exec(
+            select(func.count())
+            .select_from(Contribution)
+            .where(Contribution.question_id == question_id, Contribution.status == PUBLISHED)
+        ).one()
+
+    def browse(
+        self, question_id: int, order: str, offset: int, limit: int, viewer_id: int
+    ) -> list[ContributionRow]:
+        """Published contributions of a question.
+
+        ``top``: most supported first; ``new``: newest first; ``discover``: the ones this viewer
+        has not been shown yet first (fewest supports first among them, so early ideas do not
+        take all the attention), then the rest by fewest supports."""
+        supports, comments = self._counted()
+        stmt = select(Contribution, supports, comments).where(
+            Contribution.question_id == question_id, Contribution.status == PUBLISHED
+        )
+        if order == "top":
+            stmt = stmt.order_by(supports.desc(), col(Contribution.id).desc())
+        elif order == "new":
+            stmt = stmt.order_by(col(Contribution.id).desc())
+        else:
+            seen = (
+                select(literal(1))
+                .select_from(Seen)
+                .where(Seen.contribution_id == Contribution.id, Seen.citizen_id == viewer_id)
+                .correlate(Contribution)
+                .exists()
+            )
+            stmt = stmt.order_by(seen.asc(), supports.asc(), col(Contribution.id).asc())
+        return [_row(r) for r in self.s.exec(stmt.offset(offset).limit(limit)).all()]
+
+    def mark_seen(self, citizen_id: int, contribution_ids: list[int], now: datetime) -> None:
+        for cid in contribution_ids:
+            self.db.insert_ignore(
+                self.s, Seen, citizen_id=citizen_id, contribution_id=cid, created_at=now
+            )
+
+    def of_citizen(self, citizen_id: int, consultation_id: int) -> list[ContributionRow]:
+        supports, comments = self._counted()
+        rows = self.s.exec(
+            select(Contribution, supports, comments)
+            .where(
+                Contribution.citizen_id == citizen_id,
+                Contribution.consultation_id == consultation_id,
+                col(Contribution.status).in_(("published", "pending", "hidden")),
+            )
+            .order_by(col(Contribution.id))
+        ).all()
+        return [_row(r) for r in rows]
+
+    def answered_questions(self, citizen_id: int, consultation_id: int) -> set[int]:
+        return set(
+            self.s.exec(
+                select(Contribution.question_id).where(
+                    Contribution.citizen_id == citizen_id,
+                    Contribution.consultation_id == consultation_id,
+                    col(Contribution.status).in_(("published", "pending")),
+                )
+            ).all()
+        )
+
+
+def _row(r: Any) -> ContributionRow:
+    c, supports, comments = r
+    assert c.id is not None
+    return ContributionRow(
+        c.id, c.question_id, c.citizen_id, c.text, c.status, c.created_at, supports, comments
+    )
+
+
+# --------------------------------------------------------------------------- supports
+
+
+class SupportRepo:
+    def __init__(self, db: Database, session: Session) -> None:
+        self.db, self.s = db, session
+
+    def add(self, contribution_id: int, citizen_id: int, now: datetime) -> bool:
+        """Insert the support; False if this citizen already supports it (unique constraint)."""
+        try:
+            with self.s.begin_nested():
+                self.s.add(
+                    Support(contribution_id=contribution_id, citizen_id=citizen_id, created_at=now)
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def remove(self, contribution_id: int, citizen_id: int) -> bool:
+        result = self.s.execute(
+            delete(Support).where(
+                col(Support.contribution_id) == contribution_id,
+                col(Support.citizen_id) == citizen_id,
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def exists(self, contribution_id: int, citizen_id: int) -> bool:
+        return (
+            self.s.exec(
+                select(Support.id).where(
+                    Support.contribution_id == contribution_id, Support.citizen_id == citizen_id
+                )
+            ).first()
+            is not None
+        )
+
+    def supported_ids(self, citizen_id: int, contribution_ids: list[int]) -> set[int]:
+        if not contribution_ids:
+            return set()
+        return set(
+            self.s.exec(
+                select(Support.contribution_id).where(
+                    Support.citizen_id == citizen_id,
+                    col(Support.contribution_id).in_(contribution_ids),
+                )
+            ).all()
+        )
+
+    def count(self, contribution_id: int) -> int:
+        return self.s.exec(
+            select(func.count())
+            .select_from(Support)
+            .where(Support.contribution_id == contribution_id)
+        ).one()
+
+
+# --------------------------------------------------------------------------- comments
+
+
+class CommentRepo:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def add(self, row: Comment) -> Comment:
+        self.s.add(row)
+        self.s.flush()
+        return row
+
+    def published(self, contribution_id: int, offset: int, limit: int) -> Sequence[Comment]:
+        return self.s.exec(
+            select(Comment)
+            .where(Comment.contribution_id == contribution_id, Comment.status == PUBLISHED)
+            .order_by(col(Comment.id))
+            .offset(offset)
+            .limit(limit)
+        ).all()
+
+    def count(self, contribution_id: int) -> int:
+        return self.s.exec(
+            select(func.count())
+            .select_from(Comment)
+            .where(Comment.contribution_id == contribution_id, Comment.status == PUBLISHED)
+        ).one()
+
+
+# --------------------------------------------------------------------------- dialogue
+
+
+class DialogueRepo:
+    def __init__(self, db: Database, session: Session) -> None:
+        self.db, self.s = db, session
+
+    def load(self, platform: str, chat_id: str, user_id: str, now: datetime) -> Dialogue:
+        """The dialogue row, created if missing, locked for this unit of work on PostgreSQL."""
+        stmt = select(Dialogue).where(
+            Dialogue.platform == platform, Dialogue.chat_id == chat_id, Dialogue.user_id == user_id
+        )
+        row = self.s.exec(stmt.with_for_update()).first()
+        if row is None:
+            self.db.insert_ignore(
+                self.s,
+                Dialogue,
+                platform=platform,
+                chat_id=chat_id,
+                user_id=user_id,
+                state="idle",
+                data={},
+                updated_at=now,
+            )
+            row = self.s.exec(stmt.with_for_update()).one()
+        return row
+
+    def save(self, row: Dialogue, now: datetime) -> None:
+        row.updated_at = now
+        self.s.add(row)
+
+
+# --------------------------------------------------------------------------- inbox / outbox
+
+
+class InboxRepo:
+    def __init__(self, db: Database, session: Session) -> None:
+        self.db, self.s = db, session
+
+    def add(self, platform: str, event_key: str, event: dict[str, Any], now: datetime) -> bool:
+        """Record an event; False if this platform event was already recorded."""
+        return self.db.insert_ignore(
+            self.s,
+            InboxEvent,
+            platform=platform,
+            event_key=event_key,
+            status="pending",
+            event=event,
+            received_at=now,
+        )
+
+    def pending_ids(self, platform: str | None, limit: int) -> list[int]:
+        stmt = select(InboxEvent.id).where(InboxEvent.status == "pending")
+        if platform:
+            stmt = stmt.where(InboxEvent.platform == platform)
+        return [i for i in self.s.exec(stmt.order_by(col(InboxEvent.id)).limit(limit)).all() if i]
+
+    def claim(self, inbox_id: int) -> InboxEvent | None:
+        """Lock a pending row for processing (skip it if another worker holds it)."""
+        stmt = select(InboxEvent).where(InboxEvent.id == inbox_id, InboxEvent.status == "pending")
+        if not self.db.is_sqlite:
+            stmt = stmt.with_for_update(skip_locked=True)
+        return self.s.exec(stmt).first()
+
+    def by_key(self, platform: str, event_key: str) -> InboxEvent | None:
+        return self.s.exec(
+            select(InboxEvent).where(
+                InboxEvent.platform == platform, InboxEvent.event_key == event_key
+            )
+        ).first()
+
+
+class OutboxRepo:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def add(self, row: OutboxMessage) -> OutboxMessage:
+        self.s.add(row)
+        self.s.flush()
+        return row
+
+    def pending(self, platform: str, limit: int = 100) -> Sequence[OutboxMessage]:
+        return self.s.exec(
+            select(OutboxMessage)
+            .where(OutboxMessage.platform == platform, OutboxMessage.status == "pending")
+            .order_by(col(OutboxMessage.id))
+            .limit(limit)
+        ).all()
+
+    def subject_of(self, platform: str, chat_id: str, message_id: str) -> tuple[str, int] | None:
+        """What a sent message showed (e.g. ("contribution", 12)), from its platform id."""
+        row = self.s.exec(
+            select(OutboxMessage).where(
+                OutboxMessage.platform == platform,
+                OutboxMessage.chat_id == chat_id,
+                OutboxMessage.platform_message_id == message_id,
+            )
+        ).first()
+        subject = row.message.get("subject") if row else None
+        return (str(subject[0]), int(subject[1])) if subject else None
+
+    def for_inbox(self, inbox_id: int) -> Sequence[OutboxMessage]:
+        return self.s.exec(
+            select(OutboxMessage)
+            .where(OutboxMessage.inbox_id == inbox_id)
+            .order_by(col(OutboxMessage.id))
+        ).all()
+
+    def mark(
+        self,
+        outbox_id: int,
+        status: str,
+        now: datetime,
+        *,
+        message_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.s.execute(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.id) == outbox_id)
+            .values(
+                status=status,
+                sent_at=now if status == "sent" else None,
+                platform_message_id=message_id,
+                error=error,
+                attempts=OutboxMessage.attempts + 1,
+            )
+        )
+
+
+class ChannelStateRepo:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def get(self, key: str) -> str | None:
+        row = self.s.get(ChannelState, key)
+        return row.value if row else None
+
+    def set(self, key: str, value: str, now: datetime) -> None:
+        row = self.s.get(ChannelState, key) or ChannelState(key=key, value=value, updated_at=now)
+        row.value, row.updated_at = value, now
+        self.s.add(row)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    participants: int
+    contributions: int
+    supports: int
+    visitors: int
+    comments: int
+
+
+class StatsRepo:
+    def __init__(self, db: Database, session: Session) -> None:
+        self.db, self.s = db, session
+
+    def counters(self, consultation_id: int) -> Counters:
+        published = and_(
+            Contribution.consultation_id == consultation_id, Contribution.status == PUBLISHED
+        )
+        contributions = self.s.exec(
+            select(func.count()).select_from(Contribution).where(published)
+        ).one()
+        supports = self.s.exec(
+            select(func.count())
+            .select_from(Support)
+            .join(Contribution, col(Contribution.id) == Support.contribution_id)
+            .where(published)
+        ).one()
+        comments = self.s.exec(
+            select(func.count())
+            .select_from(Comment)
+            .join(Contribution, col(Contribution.id) == Comment.contribution_id)
+            .where(published, Comment.status == PUBLISHED)
+        ).one()
+        authors = select(Contribution.citizen_id).where(published)
+        supporters = (
+            select(Support.citizen_id)
+            .join(Contribution, col(Contribution.id) == Support.contribution_id)
+            .where(published)
+        )
+        commenters = (
+            select(Comment.citizen_id)
+            .join(Contribution, col(Contribution.id) == Comment.contribution_id)
+            .where(published, Comment.status == PUBLISHED)
+        )
+        union = authors.union(supporters, commenters).subquery()
+        participants = self.s.exec(select(func.count()).select_from(union)).one()
+        visitors = self.s.exec(
+            select(func.count()).select_from(Visit).where(Visit.consultation_id == consultation_id)
+        ).one()
+        return Counters(participants, contributions, supports, visitors, comments)
+
+    def record_visit(
+        self, consultation_id: int, citizen_id: int, source: str | None, now: datetime
+    ) -> bool:
+        return self.db.insert_ignore(
+            self.s,
+            Visit,
+            consultation_id=consultation_id,
+            citizen_id=citizen_id,
+            source=source,
+            created_at=now,
+        )
