@@ -4,6 +4,7 @@
     python3 dev.py demo [ARGS...]   run the seed consultation in a console chat (SQLite)
     python3 dev.py test [ARGS...]   run the whole test suite (starts what the tests need)
     python3 dev.py check            ruff + mypy
+    python3 dev.py i18n             extract messages and update the .po catalogs
     python3 dev.py sync             only install the locked environment into .venv
     python3 dev.py parlons ARGS...  run the `parlons` command inside the environment
 
@@ -70,6 +71,20 @@ def main(argv: list[str]) -> int:
         sync_synapse()
         env = dict(os.environ, PARLONS_SYNAPSE_PYTHON=str(SYNAPSE_VENV / "bin" / "python"))
         return subprocess.call([BIN / "python", "-m", "pytest", *args], cwd=ROOT, env=env)
+    if task == "i18n":
+        pybabel = BIN / "pybabel"
+        pot = ROOT / "bot" / "locales" / "parlons.pot"
+        pot.parent.mkdir(exist_ok=True)
+        _run([pybabel, "-q", "extract", "--no-location", "--sort-output", "-k", "N_",
+              "-k", "_", "-k", "gettext", "-k", "ngettext:1,2", "-o", pot,
+              "bot", "adapters", "scheduler"])
+        for lang in ("fr", "en"):
+            po = ROOT / "bot" / "locales" / lang / "LC_MESSAGES" / "parlons.po"
+            verb = "update" if po.exists() else "init"
+            extra = ["--no-fuzzy-matching", "--ignore-obsolete"] if verb == "update" else []
+            _run([pybabel, "-q", verb, "-i", pot, "-d", ROOT / "bot" / "locales", "-D",
+                  "parlons", "-l", lang, *extra])
+        return 0
     if task == "check":
         rc = subprocess.call([BIN / "ruff", "check", "."], cwd=ROOT)
         return rc or subprocess.call([BIN / "mypy"], cwd=ROOT)

@@ -113,6 +113,8 @@ class Ctx:
                 pass
         info = self.services.consultations.default()
         self.set_state(self.state, consultation=info.id)
+        # The first time a citizen reaches a consultation counts as a visit.
+        self.services.consultations.record_visit(info, self.citizen, None)
         return info
 
     def caps_deep_link(self, payload: str) -> str | None:
@@ -428,12 +430,8 @@ class Dispatcher:
             return [ctx.reply(RichText().p(gettext(_PRIVATE_ONLY)))]
         ctx.args, ctx.rest = cmd.args, cmd.rest
         if spec.verb is not None:
-            try:
-                ctx.action = Action(spec.verb, tuple(cmd.args))
-                if cmd.args:
-                    parse(":".join([spec.verb, *cmd.args]))
-            except ActionCodecError:
-                return [ctx.reply(RichText().p(_usage(spec)))]
+            # Handlers read typed arguments through Action.arg_int & co, which refuse bad input.
+            ctx.action = Action(spec.verb, tuple(cmd.args))
         try:
             return _as_list(spec.handler(ctx))
         except (ActionCodecError, IndexError):

@@ -194,6 +194,12 @@ class ParticipationService:
         return self.repos.contributions.of_citizen(citizen.id, info.id)
 
 
+def _visited(repos: Repos, info: ConsultationInfo, citizen: Citizen, now: datetime) -> None:
+    """Whoever takes part has visited the consultation (even through a typed command)."""
+    assert citizen.id is not None
+    repos.stats.record_visit(info.id, citizen.id, None, now)
+
+
 def published_contribution(
     repos: Repos, contribution_id: int, info: ConsultationInfo | None = None
 ) -> Contribution:
@@ -218,6 +224,7 @@ class SupportService:
         assert citizen.id is not None
         if not self.repos.supports.add(contribution_id, citizen.id, self.now):
             raise errors.AlreadySupported(id=contribution_id)
+        _visited(self.repos, info, citizen, self.now)
         return self.repos.supports.count(contribution_id)
 
     def withdraw_support(
@@ -258,6 +265,7 @@ class CommentService:
     ) -> Comment:
         self.can_comment(info, contribution_id)
         assert citizen.id is not None
+        _visited(self.repos, info, citizen, self.now)
         return self.repos.comments.add(
             Comment(
                 contribution_id=contribution_id,

@@ -63,7 +63,7 @@ class Database:
         cfg.attributes["engine"] = self.engine
         return cfg
 
-    def upgrade(self, revision: str = "head") -> None:
+    def upgrade(self, revision: str = "heads") -> None:
         command.upgrade(self.alembic_config(), revision)
 
     def dispose(self) -> None:

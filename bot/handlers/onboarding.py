@@ -140,7 +140,10 @@ def lang(ctx: Ctx) -> Reply:
 
 
 def fallback(ctx: Ctx) -> Reply:
-    """Free text outside any dialogue: say what to do instead of guessing."""
+    """Free text outside any dialogue: say what to do instead of guessing. In groups, the
+    bot only speaks when spoken to with a command."""
+    if not ctx.private:
+        return None
     if ctx.state == State.IDLE and ctx.data("q") is not None:
         hint = _("To continue your participation, press Participate (or type /participate).")
     else:

@@ -114,6 +114,10 @@ def participate(ctx: Ctx) -> Reply:
     index = _next_question(ctx, info, current if isinstance(current, int) else 0)
     if index is None:
         index = _next_question(ctx, info, 0)
+    if index is None and ctx.data("skipped"):
+        # Everything left was skipped: offer the skipped questions again.
+        ctx.set_state(ctx.state, skipped=[])
+        index = _next_question(ctx, info, 0)
     if index is None:
         return _finished(ctx, info, _("You have answered every question."))
     return _ask(ctx, info, index)
