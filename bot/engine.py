@@ -91,6 +91,12 @@ class Engine:
                 now = self.clock()
                 caps = self.channels.get(event.context.platform, Capabilities())
                 replies = self.dispatcher.dispatch(event, repos, now, caps)
+                citizen = repos.citizens.by_platform_id(
+                    event.context.platform, event.context.user_id
+                )
+                if citizen is not None and not citizen.reachable:
+                    citizen.reachable = True  # they wrote to us again
+                    session.add(citizen)
                 deliveries = self._store_replies(repos, event, inbox_id, replies, now)
                 row.status, row.processed_at = "done", now
                 session.add(row)
@@ -154,8 +160,8 @@ class Engine:
                     chat_id=event.context.chat_id,
                     text=RichText().p(
                         gettext(
-                            "Sorry, something went wrong on our side and your last message was not "
-                            "taken into account. Please try again in a moment."
+                            "Sorry, something went wrong on our side and your last message was "
+                            "not taken into account. Please try again in a moment."
                         )
                     ),
                 )
@@ -173,6 +179,14 @@ class Engine:
             Repos(self.db, session).outbox.mark(
                 outbox_id, "sent", self.clock(), message_id=platform_message_id
             )
+
+    def mark_unreachable(self, platform: str, user_id: str) -> None:
+        """The citizen blocked the bot (or left): stop broadcasting to them."""
+        with self.db.session() as session:
+            citizen = Repos(self.db, session).citizens.by_platform_id(platform, user_id)
+            if citizen is not None and citizen.reachable:
+                citizen.reachable = False
+                session.add(citizen)
 
     def mark_failed(self, outbox_id: int, error: str) -> None:
         with self.db.session() as session:
