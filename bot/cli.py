@@ -112,6 +112,22 @@ def consultation_show(slug: str) -> None:
 
 
 @app.command()
+def run(
+    no_scheduler: Annotated[bool, typer.Option(help="Do not run the scheduler here.")] = False,
+) -> None:
+    """Run every configured channel (Telegram, Matrix) and the scheduler."""
+    import asyncio
+
+    from bot.serve import serve
+
+    application = _app()
+    try:
+        asyncio.run(serve(application, with_scheduler=not no_scheduler))
+    finally:
+        application.close()
+
+
+@app.command()
 def demo(
     script: Annotated[
         Path | None,
