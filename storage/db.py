@@ -86,8 +86,10 @@ class Database:
         """INSERT … ON CONFLICT DO NOTHING; True if a row was inserted."""
         table = model.__table__  # type: ignore[attr-defined]
         stmt = (pg_insert if not self.is_sqlite else sqlite_insert)(table).values(**values)
-        result = session.execute(stmt.on_conflict_do_nothing())  # type: ignore[call-overload]
-        return bool(result.rowcount)
+        # RETURNING, not rowcount: psycopg reports -1 for a conflicting single-row insert.
+        first_column = next(iter(table.primary_key.columns))
+        result = session.execute(stmt.on_conflict_do_nothing().returning(first_column))
+        return result.first() is not None
 
 
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:

@@ -95,6 +95,7 @@ def upgrade() -> None:
     with op.batch_alter_table('outboxmessage', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_outboxmessage_inbox_id'), ['inbox_id'], unique=False)
         batch_op.create_index('ix_outboxmessage_platform_status', ['platform', 'status', 'id'], unique=False)
+        batch_op.create_index('ix_outboxmessage_platform_message', ['platform', 'platform_message_id'], unique=False)
 
     op.create_table('question',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -216,6 +217,7 @@ def downgrade() -> None:
 
     op.drop_table('question')
     with op.batch_alter_table('outboxmessage', schema=None) as batch_op:
+        batch_op.drop_index('ix_outboxmessage_platform_message')
         batch_op.drop_index('ix_outboxmessage_platform_status')
         batch_op.drop_index(batch_op.f('ix_outboxmessage_inbox_id'))
 
