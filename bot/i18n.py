@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 
 from babel import Locale
-from babel.dates import format_date, format_datetime
+from babel.dates import format_date, format_time
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
@@ -92,7 +92,13 @@ def fmt_date(value: datetime, tz: str | None = None) -> str:
 
 
 def fmt_datetime(value: datetime, tz: str | None = None) -> str:
-    return format_datetime(_to_tz(value, tz), format="medium", locale=Locale.parse(_current.get()))
+    """Medium date and short time: "19 août 2019, 10:00" / "Aug 19, 2019, 10:00 AM"."""
+    local = _to_tz(value, tz)
+    locale = Locale.parse(_current.get())
+    return "{}, {}".format(
+        format_date(local, format="medium", locale=locale),
+        format_time(local, format="short", locale=locale),
+    )
 
 
 def fmt_number(value: int) -> str:

@@ -458,7 +458,7 @@ _PRIVATE_ONLY = N_("Let's continue in a private chat: open a conversation with m
 
 
 def _usage(spec: CommandSpec) -> str:
-    usage = f"/{spec.name} {spec.args}".strip()
+    usage = f"/{spec.name} {gettext(spec.args) if spec.args else ''}".strip()
     return gettext("Usage: {usage} — {help}").format(usage=usage, help=gettext(spec.help))
 
 

@@ -4,8 +4,8 @@ exactly-once processing."""
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 from sqlalchemy.exc import IntegrityError
@@ -93,16 +93,20 @@ def test_fifty_concurrent_deliveries_of_one_event_have_one_effect(any_app):
     assert sum(1 for r in replies if r) == 1
     assert _count(any_app, Support) == 1
     with any_app.db.session() as s:
-        row = s.exec(select(InboxEvent).where(InboxEvent.event_key == event.context.event_id)).one()
+        row = s.exec(
+            select(InboxEvent).where(InboxEvent.event_key == event.context.event_id)
+        ).one()
         assert row.status == "done"
-        assert len(s.exec(select(OutboxMessage).where(OutboxMessage.inbox_id == row.id)).all()) \
-            >= 1
+        assert (
+            len(s.exec(select(OutboxMessage).where(OutboxMessage.inbox_id == row.id)).all()) >= 1
+        )
 
 
 def test_inbox_survives_until_processed_and_is_processed_once(any_app):
     engine = any_app.engine
-    ctx = EventContext(platform="console", chat_id="carol", user_id="carol", event_id="e-1",
-                       language="en")
+    ctx = EventContext(
+        platform="console", chat_id="carol", user_id="carol", event_id="e-1", language="en"
+    )
     ctx2 = replace(ctx, event_id="e-2")
     events = [InboundEvent(ctx, CommandMessage("start")), InboundEvent(ctx2, TextMessage("hi"))]
     assert engine.ingest_many(events) == 2
@@ -112,8 +116,9 @@ def test_inbox_survives_until_processed_and_is_processed_once(any_app):
     assert deliveries and not engine.pending("console")
     assert engine.process_pending("console") == []
     # the replies wait in the outbox until the channel marks them sent
-    assert {d.outbox_id for d in engine.pending_deliveries("console")} == \
-        {d.outbox_id for d in deliveries}
+    assert {d.outbox_id for d in engine.pending_deliveries("console")} == {
+        d.outbox_id for d in deliveries
+    }
     for d in deliveries:
         engine.mark_sent(d.outbox_id, f"m{d.outbox_id}")
     assert engine.pending_deliveries("console") == []
@@ -148,8 +153,10 @@ def test_citizens_are_keyed_by_platform_and_immutable_id(any_app):
     renamed.send("/start")
     with any_app.db.session() as s:
         rows = s.exec(select(Citizen).order_by(Citizen.platform)).all()
-        assert [(c.platform, c.platform_user_id) for c in rows] == [("matrix", "42"),
-                                                                    ("telegram", "42")]
+        assert [(c.platform, c.platform_user_id) for c in rows] == [
+            ("matrix", "42"),
+            ("telegram", "42"),
+        ]
         assert len({c.pseudonym for c in rows}) == 2
 
 

@@ -40,6 +40,8 @@ class ConsoleChannel:
     language: str = "fr"
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     session: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    # Each console citizen keeps the language hint they were given.
+    languages: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.engine.register_channel(PLATFORM, CAPABILITIES)
@@ -64,9 +66,13 @@ class ConsoleChannel:
         if stripped.startswith("/as"):
             parts = stripped.split()
             if len(parts) >= 2:
+                self.languages[self.user] = self.language
                 self.user = parts[1].lower()[:32]
-                if len(parts) >= 3:
-                    self.language = parts[2].lower()
+                self.language = (
+                    parts[2].lower()
+                    if len(parts) >= 3
+                    else self.languages.get(self.user, self.language)
+                )
                 self._print(f"— you are now {self.user} ({self.language}) —")
             return []
         payload: Payload = parse_command(stripped) or TextMessage(line)

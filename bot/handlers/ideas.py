@@ -8,7 +8,7 @@ from bot import errors
 from bot.actions import pack
 from bot.domain import ConsultationInfo
 from bot.handlers import views
-from bot.i18n import N_, fmt_datetime
+from bot.i18n import N_, fmt_datetime, ngettext
 from bot.i18n import gettext as _
 from bot.messages import (
     ActionPressed,
@@ -26,7 +26,7 @@ from storage.repositories import ContributionRow
 
 router = Router("ideas")
 
-ORDERS = {"top": N_("most supported"), "new": N_("newest"), "discover": N_("not seen yet")}
+ORDERS = {"top": N_("most supported"), "new": N_("newest"), "discover": N_("discover")}
 SUPPORT_REACTIONS = {"👍", "👍️", "+1", "👍🏻", "👍🏼", "👍🏽", "👍🏾", "👍🏿", "❤️", "✅"}
 
 
@@ -123,11 +123,15 @@ def _page(ctx: Ctx, info: ConsultationInfo, index: int, order: str, page: int) -
     )
     footer = RichText().p(
         i(
-            _("Page {page} of {pages} · {total} ideas · sorted by {order}").format(
-                page=page, pages=pages, total=total, order=_(ORDERS[order])
-            )
+            ngettext(
+                "Page {page} of {pages} · {total} idea · order: {order}",
+                "Page {page} of {pages} · {total} ideas · order: {order}",
+                total,
+            ).format(page=page, pages=pages, total=total, order=_(ORDERS[order]))
         )
     )
+    if order == "discover":
+        footer = footer.p(i(_("“Discover” shows first the ideas you have not seen yet.")))
     bottom: list[Button] = []
     if len(info.question_ids) > 1:
         other = (index + 1) % len(info.question_ids)
@@ -145,9 +149,11 @@ def _support_reply(
     row = ctx.repos.contributions.with_counts(contribution_id)
     assert row is not None
     if supported:
-        notice = _("👍 Thank you, you support #{id} ({count} supports).").format(
-            id=contribution_id, count=count
-        )
+        notice = ngettext(
+            "👍 Thank you, you support #{id} ({count} support in all).",
+            "👍 Thank you, you support #{id} ({count} supports in all).",
+            count,
+        ).format(id=contribution_id, count=count)
     else:
         notice = _("Your support for #{id} is withdrawn.").format(id=contribution_id)
     if ctx.caps.edits and isinstance(ctx.event.payload, ActionPressed):

@@ -115,7 +115,7 @@ def help_(ctx: Ctx) -> Reply:
     return ctx.reply(rt, ((views.back_to_menu(),),))
 
 
-@router.action("lang", command="lang", args="[fr|en]", help=N_("Change the language"))
+@router.action("lang", command="lang", args=N_("[fr|en]"), help=N_("Change the language"))
 def lang(ctx: Ctx) -> Reply:
     if not ctx.args:
         buttons = tuple(
