@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,7 +21,7 @@ from bot.i18n import gettext, negotiate, use_locale
 from bot.messages import InboundEvent, OutboundMessage, RichText
 from bot.router import Capabilities, Dispatcher
 from storage.db import Database, utcnow
-from storage.models import OutboxMessage
+from storage.models import InboxEvent
 from storage.repositories import Repos
 
 log = logging.getLogger(__name__)
@@ -60,62 +60,115 @@ class Engine:
 
     def ingest_many(self, events: Iterable[InboundEvent]) -> int:
         """Commit a batch of events in one transaction; returns how many were new."""
+        return self.ingest_batch(events, {})
+
+    def ingest_batch(self, events: Iterable[InboundEvent], state: Mapping[str, str]) -> int:
+        """Commit a batch of events AND the channel's cursors (e.g. Matrix ``next_batch``) in one
+        transaction, so a crash can neither lose the batch nor skip past it; returns how many
+        events were new."""
         now = self.clock()
         new = 0
         with self.db.session() as session:
             repos = Repos(self.db, session)
             for event in events:
                 ctx = event.context
-                new += repos.inbox.add(ctx.platform, ctx.event_id, event.to_json(), now)
+                new += (
+                    repos.inbox.add(ctx.platform, ctx.event_id, event.to_json(), now) is not None
+                )
+            for key, value in state.items():
+                repos.channel_state.set(key, value, now)
         return new
+
+    def channel_state(self, key: str) -> str | None:
+        with self.db.session() as session:
+            return Repos(self.db, session).channel_state.get(key)
+
+    def inbound_event(self, platform: str, event_id: str) -> InboundEvent | None:
+        """An event already in the inbox (e.g. the reaction a Matrix redaction removes)."""
+        with self.db.session() as session:
+            row = Repos(self.db, session).inbox.by_key(platform, event_id)
+            return InboundEvent.from_json(row.event) if row is not None else None
 
     def pending(self, platform: str | None = None, limit: int = 500) -> list[int]:
         with self.db.session() as session:
             return Repos(self.db, session).inbox.pending_ids(platform, limit)
 
     def process_pending(self, platform: str | None = None, limit: int = 500) -> list[Delivery]:
-        out: list[Delivery] = []
-        for inbox_id in self.pending(platform, limit):
-            out.extend(self.process(inbox_id))
-        return out
+        return self.process_many(self.pending(platform, limit))
 
     def process(self, inbox_id: int) -> list[Delivery]:
         """Process one inbox row exactly once; returns the replies to send."""
+        return self.process_many([inbox_id])
+
+    def process_many(self, inbox_ids: Iterable[int]) -> list[Delivery]:
+        """Process inbox rows in ONE transaction (a group commit): each event's effect, its
+        replies and its inbox status commit together. If one event fails unexpectedly, the
+        batch is rolled back and its events are processed one by one, so only the culprit is
+        marked failed (and answered with an apology). A crash before the commit leaves the whole
+        batch pending, to be processed again."""
+        ids = list(inbox_ids)
         try:
             with self.db.session() as session:
                 repos = Repos(self.db, session)
-                row = repos.inbox.claim(inbox_id)
-                if row is None:
-                    return []  # already processed (or being processed by another worker)
-                event = InboundEvent.from_json(row.event)
-                now = self.clock()
-                caps = self.channels.get(event.context.platform, Capabilities())
-                replies = self.dispatcher.dispatch(event, repos, now, caps)
-                citizen = repos.citizens.by_platform_id(
-                    event.context.platform, event.context.user_id
-                )
-                if citizen is not None and not citizen.reachable:
-                    citizen.reachable = True  # they wrote to us again
-                    session.add(citizen)
-                deliveries = self._store_replies(repos, event, inbox_id, replies, now)
-                row.status, row.processed_at = "done", now
-                session.add(row)
-                return deliveries
-        except Exception as exc:
-            log.exception("inbox event %s failed", inbox_id)
-            return self._fail(inbox_id, exc)
+                out: list[Delivery] = []
+                for inbox_id in ids:
+                    row = repos.inbox.claim(inbox_id)
+                    if row is None:
+                        continue  # already processed (or being processed by another worker)
+                    out.extend(self._run(repos, inbox_id, InboundEvent.from_json(row.event)))
+                return out
+        except Exception:
+            if len(ids) == 1:
+                log.exception("inbox event %s failed", ids[0])
+                return self._fail_alone(ids[0])
+            log.warning("a batch of %d events failed; processing them one by one", len(ids))
+            return [d for inbox_id in ids for d in self.process_many([inbox_id])]
 
     def handle(self, event: InboundEvent) -> list[Delivery]:
-        """Ingest then process one event (console, tests). A redelivered event yields nothing."""
-        if not self.ingest(event):
-            return []
+        """Record and process one event in a single transaction (in-process channels: the
+        console, tests). A redelivered event yields nothing."""
+        return self.handle_many([event])
+
+    def handle_many(self, events: Iterable[InboundEvent]) -> list[Delivery]:
+        """Record and process a batch of events in one transaction; redeliveries are skipped.
+        Same failure rule as ``process_many``."""
+        batch = list(events)
+        now = self.clock()
+        try:
+            with self.db.session() as session:
+                repos = Repos(self.db, session)
+                out: list[Delivery] = []
+                for event in batch:
+                    ctx = event.context
+                    inbox_id = repos.inbox.add(ctx.platform, ctx.event_id, event.to_json(), now)
+                    if inbox_id is not None:
+                        out.extend(self._run(repos, inbox_id, event))
+                return out
+        except Exception:
+            if len(batch) == 1:
+                log.exception("event %s failed", batch[0].context.event_id)
+                self.ingest(batch[0])  # keep a record of what the citizen sent
+                inbox_id = self._inbox_id(batch[0])
+                return self._fail_alone(inbox_id) if inbox_id is not None else []
+            log.warning("a batch of %d events failed; handling them one by one", len(batch))
+            return [d for event in batch for d in self.handle_many([event])]
+
+    def _inbox_id(self, event: InboundEvent) -> int | None:
         with self.db.session() as session:
             row = Repos(self.db, session).inbox.by_key(
                 event.context.platform, event.context.event_id
             )
-            assert row is not None and row.id is not None
-            inbox_id = row.id
-        return self.process(inbox_id)
+            return row.id if row else None
+
+    def _run(self, repos: Repos, inbox_id: int, event: InboundEvent) -> list[Delivery]:
+        """Dispatch, store the replies and mark the inbox row done, in the caller's unit of
+        work."""
+        now = self.clock()
+        caps = self.channels.get(event.context.platform, Capabilities())
+        replies = self.dispatcher.dispatch(event, repos, now, caps)
+        deliveries = self._store_replies(repos, event, inbox_id, replies, now)
+        repos.inbox.mark(inbox_id, "done", now)
+        return deliveries
 
     def _store_replies(
         self,
@@ -125,47 +178,58 @@ class Engine:
         replies: list[OutboundMessage],
         now: datetime,
     ) -> list[Delivery]:
-        deliveries = []
-        for message in replies:
-            row = repos.outbox.add(
-                OutboxMessage(
-                    platform=event.context.platform,
-                    chat_id=message.chat_id,
-                    inbox_id=inbox_id,
-                    message=message.to_json(),
-                    created_at=now,
-                )
-            )
-            assert row.id is not None
-            deliveries.append(Delivery(row.id, message))
-        return deliveries
+        ids = repos.outbox.add_many(
+            [
+                {
+                    "platform": event.context.platform,
+                    "chat_id": message.chat_id,
+                    "inbox_id": inbox_id,
+                    "message": message.to_json(),
+                    "created_at": now,
+                }
+                for message in replies
+            ]
+        )
+        return [Delivery(i, m) for i, m in zip(ids, replies, strict=True)]
 
-    def _fail(self, inbox_id: int, exc: Exception) -> list[Delivery]:
-        """An unexpected error: the event's effect was rolled back; record the failure and
-        apologise, so the event is not retried forever and the citizen is not left waiting."""
-        now = self.clock()
+    def _fail_alone(self, inbox_id: int) -> list[Delivery]:
         with self.db.session() as session:
             repos = Repos(self.db, session)
             row = repos.inbox.claim(inbox_id)
             if row is None:
                 return []
-            event = InboundEvent.from_json(row.event)
-            row.status, row.processed_at = "failed", now
-            row.error = f"{type(exc).__name__}: {exc}"[:1000]
-            session.add(row)
-            citizen = repos.citizens.by_platform_id(event.context.platform, event.context.user_id)
-            locale = (citizen.locale if citizen else None) or negotiate(event.context.language)
-            with use_locale(locale):
-                sorry = OutboundMessage(
-                    chat_id=event.context.chat_id,
-                    text=RichText().p(
-                        gettext(
-                            "Sorry, something went wrong on our side and your last message was "
-                            "not taken into account. Please try again in a moment."
-                        )
-                    ),
-                )
-            return self._store_replies(repos, event, inbox_id, [sorry], now)
+            return self._fail(
+                repos, row, InboundEvent.from_json(row.event), RuntimeError(self._last_error())
+            )
+
+    @staticmethod
+    def _last_error() -> str:
+        import sys
+
+        exc = sys.exc_info()[1]
+        return f"{type(exc).__name__}: {exc}" if exc else "unknown error"
+
+    def _fail(
+        self, repos: Repos, row: InboxEvent, event: InboundEvent, exc: Exception
+    ) -> list[Delivery]:
+        """An unexpected error: the event's effect was rolled back; record the failure and
+        apologise, so the event is not retried forever and the citizen is not left waiting."""
+        now = self.clock()
+        assert row.id is not None
+        repos.inbox.mark(row.id, "failed", now, error=str(exc)[:1000])
+        citizen = repos.citizens.by_platform_id(event.context.platform, event.context.user_id)
+        locale = (citizen.locale if citizen else None) or negotiate(event.context.language)
+        with use_locale(locale):
+            sorry = OutboundMessage(
+                chat_id=event.context.chat_id,
+                text=RichText().p(
+                    gettext(
+                        "Sorry, something went wrong on our side and your last message was "
+                        "not taken into account. Please try again in a moment."
+                    )
+                ),
+            )
+        return self._store_replies(repos, event, row.id, [sorry], now)
 
     # ------------------------------------------------------------------ outbox
 
@@ -175,10 +239,13 @@ class Engine:
             return [Delivery(r.id, OutboundMessage.from_json(r.message)) for r in rows if r.id]
 
     def mark_sent(self, outbox_id: int, platform_message_id: str | None = None) -> None:
+        self.mark_sent_many([(outbox_id, platform_message_id)])
+
+    def mark_sent_many(self, sent: Iterable[tuple[int, str | None]]) -> None:
         with self.db.session() as session:
-            Repos(self.db, session).outbox.mark(
-                outbox_id, "sent", self.clock(), message_id=platform_message_id
-            )
+            outbox, now = Repos(self.db, session).outbox, self.clock()
+            for outbox_id, platform_message_id in sent:
+                outbox.mark(outbox_id, "sent", now, message_id=platform_message_id)
 
     def mark_unreachable(self, platform: str, user_id: str) -> None:
         """The citizen blocked the bot (or left): stop broadcasting to them."""

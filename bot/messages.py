@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -216,10 +216,49 @@ class OutboundMessage:
     answers: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        if self.attachment is not None:
-            data["attachment"]["data"] = base64.b64encode(self.attachment.data).decode("ascii")
-        return data
+        # By hand rather than dataclasses.asdict (which deep-copies every leaf): this runs for
+        # every reply, inside the event's transaction.
+        att = self.attachment
+        return {
+            "chat_id": self.chat_id,
+            "text": {
+                "blocks": [
+                    {
+                        "spans": [
+                            {
+                                "text": s.text,
+                                "bold": s.bold,
+                                "italic": s.italic,
+                                "code": s.code,
+                                "link": s.link,
+                            }
+                            for s in blk.spans
+                        ],
+                        "kind": blk.kind,
+                    }
+                    for blk in self.text.blocks
+                ]
+            },
+            "keyboard": [
+                [{"label": b.label, "action": b.action, "url": b.url} for b in row]
+                for row in self.keyboard
+            ],
+            "attachment": (
+                {
+                    "filename": att.filename,
+                    "mime_type": att.mime_type,
+                    "data": base64.b64encode(att.data).decode("ascii"),
+                    "caption": att.caption,
+                }
+                if att is not None
+                else None
+            ),
+            "edit": _ref_json(self.edit),
+            "reply_to": _ref_json(self.reply_to),
+            "notice": self.notice,
+            "subject": list(self.subject) if self.subject else None,
+            "answers": self.answers,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OutboundMessage:
@@ -249,6 +288,10 @@ class OutboundMessage:
             subject=tuple(data["subject"]) if data.get("subject") else None,  # type: ignore[arg-type]
             answers=data.get("answers"),
         )
+
+
+def _ref_json(ref: MessageRef | None) -> dict[str, str] | None:
+    return {"chat_id": ref.chat_id, "message_id": ref.message_id} if ref else None
 
 
 # --------------------------------------------------------------------------- inbound
@@ -333,9 +376,16 @@ class InboundEvent:
     payload: Payload
 
     def to_json(self) -> dict[str, Any]:
-        ctx = asdict(self.context)
+        # Shallow, by hand: asdict would deep-copy the raw platform payload of every event.
+        ctx = {f.name: getattr(self.context, f.name) for f in fields(self.context)}
         ctx["chat_type"] = str(self.context.chat_type)
-        payload = asdict(self.payload)
+        ctx["message"] = _ref_json(self.context.message)
+        payload = {f.name: getattr(self.payload, f.name) for f in fields(self.payload)}
+        for name, value in payload.items():
+            if isinstance(value, MessageRef):
+                payload[name] = _ref_json(value)
+            elif isinstance(value, tuple):
+                payload[name] = list(value)
         if isinstance(self.payload, FileReceived):
             payload["data"] = base64.b64encode(self.payload.data).decode("ascii")
         return {"context": ctx, "payload": payload}

@@ -5,23 +5,49 @@ They work inside one unit of work (``Repos``); the caller commits. They never bu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from bot import errors
 from bot.consultation_file import ConsultationDocument
 from bot.domain import ConsultationInfo, Phase, Statistics, consultation_days
 from bot.i18n import fmt_date
+from bot.moderation import ensure_not_banned
 from storage.models import Citizen, Comment, Consultation, Contribution
 from storage.repositories import ContributionRow, Repos
+
+
+class ConsultationCache:
+    """Parsed consultation documents and question ids by (id, updated_at). Validating a
+    document is the most expensive step of handling an event, and documents rarely change."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._items: dict[tuple[int, datetime], tuple[ConsultationDocument, tuple[int, ...]]] = {}
+
+    def get(
+        self, row: Consultation, load_questions: Callable[[int], tuple[int, ...]]
+    ) -> tuple[ConsultationDocument, tuple[int, ...]]:
+        assert row.id is not None
+        key = (row.id, row.updated_at)
+        found = self._items.get(key)
+        if found is None:
+            if len(self._items) >= self.size:
+                self._items.clear()
+            found = (ConsultationDocument.from_json(row.document), load_questions(row.id))
+            self._items[key] = found
+        return found
 
 
 class Services:
     """The domain services bound to one unit of work and one instant."""
 
-    def __init__(self, repos: Repos, now: datetime) -> None:
+    def __init__(
+        self, repos: Repos, now: datetime, cache: ConsultationCache | None = None
+    ) -> None:
         self.repos = repos
         self.now = now
-        self.consultations = ConsultationService(repos, now)
+        self.consultations = ConsultationService(repos, now, cache or ConsultationCache())
         self.participation = ParticipationService(repos, now)
         self.supports = SupportService(repos, now)
         self.comments = CommentService(repos, now)
@@ -49,8 +75,8 @@ def _clean_text(text: str, limit: int) -> str:
 
 
 class ConsultationService:
-    def __init__(self, repos: Repos, now: datetime) -> None:
-        self.repos, self.now = repos, now
+    def __init__(self, repos: Repos, now: datetime, cache: ConsultationCache) -> None:
+        self.repos, self.now, self.cache = repos, now, cache
 
     def import_document(self, doc: ConsultationDocument) -> tuple[Consultation, bool]:
         return self.repos.consultations.upsert(
@@ -65,6 +91,9 @@ class ConsultationService:
 
     def info(self, row: Consultation) -> ConsultationInfo:
         assert row.id is not None
+        document, question_ids = self.cache.get(
+            row, lambda cid: tuple(q.id for q in self.repos.consultations.questions(cid) if q.id)
+        )
         return ConsultationInfo(
             id=row.id,
             slug=row.slug,
@@ -72,8 +101,8 @@ class ConsultationService:
             opens_at=row.opens_at,
             closes_at=row.closes_at,
             timezone=row.timezone,
-            document=ConsultationDocument.from_json(row.document),
-            question_ids=tuple(q.id for q in self.repos.consultations.questions(row.id) if q.id),
+            document=document,
+            question_ids=question_ids,
         )
 
     def get(self, consultation_id: int) -> ConsultationInfo:
@@ -143,6 +172,7 @@ class ParticipationService:
         self, info: ConsultationInfo, question_id: int, citizen: Citizen, text: str
     ) -> Contribution:
         require(info, self.now, "contribute")
+        ensure_not_banned(self.repos, info.id, citizen)
         if question_id not in info.question_ids:
             raise errors.UnknownQuestion()
         assert citizen.id is not None
@@ -171,6 +201,7 @@ class ParticipationService:
         self, info: ConsultationInfo, contribution_id: int, citizen: Citizen, text: str
     ) -> Contribution:
         require(info, self.now, "contribute")
+        ensure_not_banned(self.repos, info.id, citizen)
         row = self.own(info, contribution_id, citizen)
         if row.status == "hidden":
             raise errors.ContributionNotAvailable(id=contribution_id)
@@ -219,6 +250,7 @@ class SupportService:
         """Support a published contribution; returns its new support count."""
         row = published_contribution(self.repos, contribution_id, info)
         require(info, self.now, "support")
+        ensure_not_banned(self.repos, info.id, citizen)
         if row.citizen_id == citizen.id:
             raise errors.OwnContribution()
         assert citizen.id is not None
@@ -264,6 +296,7 @@ class CommentService:
         self, info: ConsultationInfo, contribution_id: int, citizen: Citizen, text: str
     ) -> Comment:
         self.can_comment(info, contribution_id)
+        ensure_not_banned(self.repos, info.id, citizen)
         assert citizen.id is not None
         _visited(self.repos, info, citizen, self.now)
         return self.repos.comments.add(

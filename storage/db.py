@@ -51,6 +51,7 @@ class Database:
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
         self.engine: Engine = create_engine(self.url, **kwargs)
+        self._insert_ignore: dict[tuple[type[SQLModel], tuple[str, ...]], Any] = {}
         if self.is_sqlite:
             _configure_sqlite(self.engine, synchronous)
 
@@ -82,14 +83,24 @@ class Database:
                 session.rollback()
                 raise
 
-    def insert_ignore(self, session: Session, model: type[SQLModel], **values: Any) -> bool:
-        """INSERT … ON CONFLICT DO NOTHING; True if a row was inserted."""
-        table = model.__table__  # type: ignore[attr-defined]
-        stmt = (pg_insert if not self.is_sqlite else sqlite_insert)(table).values(**values)
-        # RETURNING, not rowcount: psycopg reports -1 for a conflicting single-row insert.
-        first_column = next(iter(table.primary_key.columns))
-        result = session.execute(stmt.on_conflict_do_nothing().returning(first_column))
-        return result.first() is not None
+    def insert_ignore(self, session: Session, model: type[SQLModel], **values: Any) -> Any:
+        """INSERT … ON CONFLICT DO NOTHING: the new row's primary key (truthy), or None if a
+        row with the same unique key was already there."""
+        key = (model, tuple(sorted(values)))
+        stmt = self._insert_ignore.get(key)
+        if stmt is None:
+            table = model.__table__  # type: ignore[attr-defined]
+            first_column = next(iter(table.primary_key.columns))
+            # RETURNING, not rowcount: psycopg reports -1 for a conflicting single-row insert.
+            stmt = self._insert_ignore[key] = (
+                (pg_insert if not self.is_sqlite else sqlite_insert)(table)
+                .on_conflict_do_nothing()
+                .returning(first_column)
+            )
+        # Built once, run on the session's connection: a Core statement needs none of the ORM's
+        # bookkeeping, and building it costs more than running it.
+        first = session.connection().execute(stmt, values).first()
+        return None if first is None else first[0]
 
 
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:

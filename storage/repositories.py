@@ -6,11 +6,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, func, literal, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, bindparam, delete, func, insert, literal, update
 from sqlmodel import Session, col, select
 
 from storage.db import Database
@@ -30,6 +29,19 @@ from storage.models import (
 )
 
 PUBLISHED = "published"
+LAST_SEEN_RESOLUTION = timedelta(minutes=5)
+
+
+T = TypeVar("T")
+
+
+def _pinned(session: Session, row: T) -> T:
+    """Keep a strong reference for the unit of work: the session's identity map holds rows
+    weakly, so a row read twice in one event (by a handler, then by a service) would otherwise
+    be fetched twice."""
+    if row is not None:
+        session.info.setdefault("pinned", []).append(row)
+    return row
 
 
 class Repos:
@@ -61,7 +73,7 @@ class ConsultationRepo:
         return self.s.exec(select(Consultation).where(Consultation.slug == slug)).first()
 
     def get(self, consultation_id: int) -> Consultation | None:
-        return self.s.get(Consultation, consultation_id)
+        return _pinned(self.s, self.s.get(Consultation, consultation_id))
 
     def all(self) -> Sequence[Consultation]:
         return self.s.exec(select(Consultation).order_by(col(Consultation.opens_at).desc())).all()
@@ -132,11 +144,7 @@ class CitizenRepo:
         return self.s.get(Citizen, citizen_id)
 
     def by_platform_id(self, platform: str, user_id: str) -> Citizen | None:
-        return self.s.exec(
-            select(Citizen).where(
-                Citizen.platform == platform, Citizen.platform_user_id == user_id
-            )
-        ).first()
+        return self.s.exec(_CITIZEN, params={"platform": platform, "user": user_id}).first()
 
     def resolve(
         self, platform: str, user_id: str, display_name: str | None, now: datetime
@@ -146,8 +154,10 @@ class CitizenRepo:
         if found is not None:
             if display_name and found.display_name != display_name:
                 found.display_name = display_name
-            found.last_seen_at = now
-            self.s.add(found)
+            if not found.reachable:
+                found.reachable = True  # they wrote to us again
+            if now - found.last_seen_at > LAST_SEEN_RESOLUTION:
+                found.last_seen_at = now  # not on every event: it would make each one a write
             return found, False
         inserted = self.db.insert_ignore(
             self.s,
@@ -185,7 +195,7 @@ class ContributionRepo:
         self.db, self.s = db, session
 
     def get(self, contribution_id: int) -> Contribution | None:
-        return self.s.get(Contribution, contribution_id)
+        return _pinned(self.s, self.s.get(Contribution, contribution_id))
 
     def add(self, row: Contribution) -> Contribution:
         self.s.add(row)
@@ -193,28 +203,11 @@ class ContributionRepo:
         return row
 
     def _counted(self) -> Any:
-        supports = (
-            select(func.count())
-            .select_from(Support)
-            .where(Support.contribution_id == Contribution.id)
-            .correlate(Contribution)
-            .scalar_subquery()
-        )
-        comments = (
-            select(func.count())
-            .select_from(Comment)
-            .where(Comment.contribution_id == Contribution.id, Comment.status == PUBLISHED)
-            .correlate(Contribution)
-            .scalar_subquery()
-        )
-        return supports.label("supports"), comments.label("comments")
+        return _counts()
 
     def with_counts(self, contribution_id: int) -> ContributionRow | None:
-        supports, comments = self._counted()
-        row = self.s.exec(
-            select(Contribution, supports, comments).where(Contribution.id == contribution_id)
-        ).first()
-        return _row(row) if row else None
+        row = self.s.connection().execute(_WITH_COUNTS, {"cid": contribution_id}).first()
+        return ContributionRow(*row) if row else None
 
     def count_published(self, question_id: int) -> int:
         return self.s.exec(
@@ -281,6 +274,36 @@ class ContributionRepo:
         )
 
 
+def _counts() -> tuple[Any, Any]:
+    supports = (
+        select(func.count())
+        .select_from(Support)
+        .where(Support.contribution_id == Contribution.id)
+        .correlate(Contribution)
+        .scalar_subquery()
+    )
+    comments = (
+        select(func.count())
+        .select_from(Comment)
+        .where(Comment.contribution_id == Contribution.id, Comment.status == PUBLISHED)
+        .correlate(Contribution)
+        .scalar_subquery()
+    )
+    return supports.label("supports"), comments.label("comments")
+
+
+# One contribution with its counts, as plain columns (no ORM object): the hot path of a support.
+_WITH_COUNTS = select(
+    Contribution.id,
+    Contribution.question_id,
+    Contribution.citizen_id,
+    Contribution.text,
+    Contribution.status,
+    Contribution.created_at,
+    *_counts(),
+).where(Contribution.id == bindparam("cid"))
+
+
 def _row(r: Any) -> ContributionRow:
     c, supports, comments = r
     assert c.id is not None
@@ -297,24 +320,29 @@ class SupportRepo:
         self.db, self.s = db, session
 
     def add(self, contribution_id: int, citizen_id: int, now: datetime) -> bool:
-        """Insert the support; False if this citizen already supports it (unique constraint)."""
-        try:
-            with self.s.begin_nested():
-                self.s.add(
-                    Support(contribution_id=contribution_id, citizen_id=citizen_id, created_at=now)
-                )
-        except IntegrityError:
-            return False
-        return True
+        """Insert the support; False if this citizen already supports it. The unique
+        constraint on (contribution, citizen) decides, also between concurrent requests."""
+        return (
+            self.db.insert_ignore(
+                self.s,
+                Support,
+                contribution_id=contribution_id,
+                citizen_id=citizen_id,
+                created_at=now,
+            )
+            is not None
+        )
 
     def remove(self, contribution_id: int, citizen_id: int) -> bool:
-        result = self.s.execute(
-            delete(Support).where(
+        result = self.s.connection().execute(
+            delete(Support)
+            .where(
                 col(Support.contribution_id) == contribution_id,
                 col(Support.citizen_id) == citizen_id,
             )
+            .returning(col(Support.id))
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return result.first() is not None
 
     def exists(self, contribution_id: int, citizen_id: int) -> bool:
         return (
@@ -330,20 +358,45 @@ class SupportRepo:
         if not contribution_ids:
             return set()
         return set(
-            self.s.exec(
-                select(Support.contribution_id).where(
-                    Support.citizen_id == citizen_id,
-                    col(Support.contribution_id).in_(contribution_ids),
-                )
-            ).all()
+            self.s.connection()
+            .execute(_SUPPORTED_IDS, {"citizen": citizen_id, "ids": list(contribution_ids)})
+            .scalars()
         )
 
     def count(self, contribution_id: int) -> int:
-        return self.s.exec(
-            select(func.count())
-            .select_from(Support)
-            .where(Support.contribution_id == contribution_id)
-        ).one()
+        return int(
+            self.s.connection().execute(_SUPPORT_COUNT, {"cid": contribution_id}).scalar_one()
+        )
+
+
+# Hot statements, built once (building a statement costs more than running it on SQLite).
+_INBOX_MARK = (
+    update(InboxEvent)
+    .where(col(InboxEvent.id) == bindparam("inbox_id"))
+    .values(status=bindparam("new_status"), processed_at=bindparam("at"), error=bindparam("err"))
+)
+_OUTBOX_INSERT = insert(OutboxMessage).returning(
+    col(OutboxMessage.id), sort_by_parameter_order=True
+)
+_CITIZEN = select(Citizen).where(
+    Citizen.platform == bindparam("platform"), Citizen.platform_user_id == bindparam("user")
+)
+_DIALOGUE = (
+    select(Dialogue)
+    .where(
+        Dialogue.platform == bindparam("platform"),
+        Dialogue.chat_id == bindparam("chat"),
+        Dialogue.user_id == bindparam("user"),
+    )
+    .with_for_update()
+)
+_SUPPORTED_IDS = select(Support.contribution_id).where(
+    Support.citizen_id == bindparam("citizen"),
+    col(Support.contribution_id).in_(bindparam("ids", expanding=True)),
+)
+_SUPPORT_COUNT = (
+    select(func.count()).select_from(Support).where(Support.contribution_id == bindparam("cid"))
+)
 
 
 # --------------------------------------------------------------------------- comments
@@ -384,10 +437,8 @@ class DialogueRepo:
 
     def load(self, platform: str, chat_id: str, user_id: str, now: datetime) -> Dialogue:
         """The dialogue row, created if missing, locked for this unit of work on PostgreSQL."""
-        stmt = select(Dialogue).where(
-            Dialogue.platform == platform, Dialogue.chat_id == chat_id, Dialogue.user_id == user_id
-        )
-        row = self.s.exec(stmt.with_for_update()).first()
+        key = {"platform": platform, "chat": chat_id, "user": user_id}
+        row = self.s.exec(_DIALOGUE, params=key).first()
         if row is None:
             self.db.insert_ignore(
                 self.s,
@@ -399,12 +450,13 @@ class DialogueRepo:
                 data={},
                 updated_at=now,
             )
-            row = self.s.exec(stmt.with_for_update()).one()
+            row = self.s.exec(_DIALOGUE, params=key).one()
         return row
 
     def save(self, row: Dialogue, now: datetime) -> None:
-        row.updated_at = now
-        self.s.add(row)
+        if self.s.is_modified(row):
+            row.updated_at = now
+            self.s.add(row)
 
 
 # --------------------------------------------------------------------------- inbox / outbox
@@ -414,8 +466,10 @@ class InboxRepo:
     def __init__(self, db: Database, session: Session) -> None:
         self.db, self.s = db, session
 
-    def add(self, platform: str, event_key: str, event: dict[str, Any], now: datetime) -> bool:
-        """Record an event; False if this platform event was already recorded."""
+    def add(
+        self, platform: str, event_key: str, event: dict[str, Any], now: datetime
+    ) -> int | None:
+        """Record an event; its inbox id, or None if this platform event was already recorded."""
         return self.db.insert_ignore(
             self.s,
             InboxEvent,
@@ -439,6 +493,11 @@ class InboxRepo:
             stmt = stmt.with_for_update(skip_locked=True)
         return self.s.exec(stmt).first()
 
+    def mark(self, inbox_id: int, status: str, now: datetime, error: str | None = None) -> None:
+        self.s.connection().execute(
+            _INBOX_MARK, {"inbox_id": inbox_id, "new_status": status, "at": now, "err": error}
+        )
+
     def by_key(self, platform: str, event_key: str) -> InboxEvent | None:
         return self.s.exec(
             select(InboxEvent).where(
@@ -455,6 +514,12 @@ class OutboxRepo:
         self.s.add(row)
         self.s.flush()
         return row
+
+    def add_many(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert replies in one statement; their ids, in order."""
+        if not rows:
+            return []
+        return list(self.s.connection().execute(_OUTBOX_INSERT, rows).scalars())
 
     def pending(self, platform: str, limit: int = 100) -> Sequence[OutboxMessage]:
         return self.s.exec(
@@ -492,7 +557,7 @@ class OutboxRepo:
         message_id: str | None = None,
         error: str | None = None,
     ) -> None:
-        self.s.execute(
+        self.s.connection().execute(
             update(OutboxMessage)
             .where(col(OutboxMessage.id) == outbox_id)
             .values(

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from bot.handlers import ideas, onboarding, participation
+from bot.handlers import guards, ideas, moderation, onboarding, participation, privacy, scheduling
 from bot.router import Dispatcher
+from bot.settings import Settings
 
 
-def build_dispatcher(*, admins: Iterable[str] = ()) -> Dispatcher:
+def build_dispatcher(
+    *, admins: Iterable[str] = (), settings: Settings | None = None
+) -> Dispatcher:
     return Dispatcher(
-        [onboarding.router, participation.router, ideas.router],
+        [
+            onboarding.router,
+            participation.router,
+            ideas.router,
+            scheduling.router,
+            moderation.router,
+            privacy.router,
+        ],
         admins=admins,
         fallback_text=onboarding.fallback,
+        middlewares=[scheduling.remember_private_chat, *guards.MIDDLEWARES],
+        settings=settings,
     )

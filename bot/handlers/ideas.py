@@ -37,9 +37,11 @@ def _idea_message(
     *,
     edit: bool = False,
     notice: str | None = None,
+    supported: bool | None = None,
 ) -> OutboundMessage:
     assert ctx.citizen.id is not None
-    supported = bool(ctx.repos.supports.supported_ids(ctx.citizen.id, [row.id]))
+    if supported is None:
+        supported = bool(ctx.repos.supports.supported_ids(ctx.citizen.id, [row.id]))
     keyboard = views.idea_keyboard(
         row,
         supported=supported,
@@ -158,8 +160,8 @@ def _support_reply(
         notice = _("Your support for #{id} is withdrawn.").format(id=contribution_id)
     if ctx.caps.edits and isinstance(ctx.event.payload, ActionPressed):
         # A button on the idea's own message: update its count in place.
-        return _idea_message(ctx, info, row, edit=True, notice=notice)
-    return [ctx.reply(RichText().p(notice)), _idea_message(ctx, info, row)]
+        return _idea_message(ctx, info, row, edit=True, notice=notice, supported=supported)
+    return [ctx.reply(RichText().p(notice)), _idea_message(ctx, info, row, supported=supported)]
 
 
 def _contribution_info(ctx: Ctx, contribution_id: int) -> ConsultationInfo:
@@ -261,7 +263,9 @@ def comments(ctx: Ctx) -> Reply:
     if not items:
         rt = rt.p(i(_("No comments yet.")))
     for c in items:
-        rt = rt.p(i(fmt_datetime(c.created_at, info.timezone)), "\n", c.text)
+        rt = rt.p(i(f"c{c.id} · {fmt_datetime(c.created_at, info.timezone)}"), "\n", c.text)
+    if items:
+        rt = rt.p(i(_("To report a comment to the moderators: /report c followed by its number.")))
     nav: list[Button] = []
     if page > 1:
         nav.append(Button("◀ " + _("Previous"), pack("coms", cid, page - 1)))
