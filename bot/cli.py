@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from bot.app import App, build_app
+from bot.cli_telegram import app as telegram_app
 from bot.consultation_file import ConsultationFileError
 from bot.services import Services
 from bot.settings import Settings
@@ -26,6 +27,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 consultation_app = typer.Typer(help="Consultations (YAML files).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(consultation_app, name="consultation")
+app.add_typer(telegram_app, name="telegram")
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "consultations" / "ville-intelligente.yaml"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import os
 import re
 import warnings
 from collections import OrderedDict
@@ -58,6 +59,10 @@ from bot.messages import Block, Keyboard, OutboundMessage, RichText, Span, rende
 from bot.router import Capabilities
 
 log = logging.getLogger(__name__)
+
+# python-telegram-bot 22 warns on every RetryAfter unless durations are timedeltas (its next
+# major version's behaviour); we read both forms.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024

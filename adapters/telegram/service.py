@@ -154,11 +154,13 @@ class TelegramService:
         webhook_secret: str | None = None,
         webhook_listen: str = "127.0.0.1:8443",
         pace: Pace | None = None,
+        retry_backoff: float = 0.5,
         poll_timeout: float = 25.0,
         batch: int = 100,
         admins: Iterable[str] = (),
         default_locale: str = "fr",
         set_commands: bool = True,
+        stop_grace: float = 2.0,
     ) -> None:
         if mode not in ("polling", "webhook"):
             raise ValueError(f"unknown Telegram mode {mode!r}")
@@ -176,7 +178,9 @@ class TelegramService:
         self.admins = admin_chat_ids(admins)
         self.default_locale = default_locale
         self.set_commands = set_commands
+        self.stop_grace = stop_grace
         self._token_filter = _RedactToken(token)
+        _protect_logs(self._token_filter)  # before the Bot exists: it logs its URLs
         self.bot = _RawBot(
             token,
             base_url=api_url,
@@ -186,7 +190,7 @@ class TelegramService:
         )
         self.pace = pace or telegram_pace()
         self.channel = TelegramChannel(self.bot, self.pace)
-        self.sender = OutboxSender(runtime, self.channel, self.pace)
+        self.sender = OutboxSender(runtime, self.channel, self.pace, backoff=retry_backoff)
         self.inbox_wake = asyncio.Event()
         self.ready = asyncio.Event()
         self.username: str | None = None
@@ -200,10 +204,19 @@ class TelegramService:
             await self._start(stop)
         except _Stopped:
             return
+        sending = asyncio.ensure_future(self.sender.run(stop))
         try:
             receiver = self._poll(stop) if self.mode == "polling" else self._serve_webhook(stop)
-            await asyncio.gather(receiver, self._process(stop), self.sender.run(stop))
+            await asyncio.gather(receiver, self._process(stop))
         finally:
+            # The sender finishes its flush (or the message in flight) only so long: a backlog
+            # stays in the outbox for the next start. A message cut off between sending and
+            # being marked is sent again then (at most that one).
+            done, _pending = await asyncio.wait({sending}, timeout=self.stop_grace)
+            if not done:
+                sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sending
             with contextlib.suppress(Exception):
                 await self.bot.shutdown()
 

@@ -21,15 +21,17 @@ sticker, photo, voice, video, audio, poll…     ``Unsupported`` (the core answe
                                                read) — in private chats only
 forwarded message                              ``Unsupported("forward")``: someone else's words
                                                are not taken as the citizen's
-``edited_message``, ``channel_post``,          ignored (documented in docs/telegram.md): an
-``edited_channel_post``, ``my_chat_member``,   edit is not a new contribution; channels are
-service messages, inline queries, anything     not where participation happens
-else
+``edited_message`` (private chat)              ``Unsupported("edit")``: an edit is not a new
+                                               contribution; the core asks for a new message
+``channel_post``, ``edited_channel_post``,     ignored (documented in docs/telegram.md):
+``my_chat_member``, service messages, inline   channels are not where participation happens
+queries, edits in groups, anything else
 messages from bots (and anonymous admins)      ignored
 =============================================  ==============================================
 
 Event ids are stable platform keys, never ``update_id`` (Telegram restarts update ids at a random
-value after a week without updates): ``msg:<chat_id>:<message_id>`` and ``cb:<query id>``.
+value after a week without updates): ``msg:<chat_id>:<message_id>``, ``cb:<query id>`` and
+``edit:<chat_id>:<message_id>:<edit_date>``.
 In groups only commands and replies/mentions arrive (privacy mode); they are passed with
 ``ChatType.GROUP`` and the core decides (it answers ``/start@bot`` with a deep link and stays
 quiet on free text). Non-text content in groups is ignored.
@@ -58,7 +60,7 @@ PLATFORM = "telegram"
 MAX_FILE_BYTES = 512 * 1024
 
 # Update types the bot asks Telegram for; everything else is ignored anyway.
-ALLOWED_UPDATES = ("message", "callback_query")
+ALLOWED_UPDATES = ("message", "edited_message", "callback_query")
 
 # Message content a citizen may send that the bot does not read (answered in private chats).
 UNSUPPORTED_CONTENT = (
@@ -119,6 +121,9 @@ def translate(update: dict[str, Any], bot_username: str | None) -> Translated:
     query = update.get("callback_query")
     if isinstance(query, dict):
         return _callback(update, query)
+    edited = update.get("edited_message")
+    if isinstance(edited, dict):
+        return _edited(update, edited)
     # edited_message, channel_post, edited_channel_post, my_chat_member, chat_member,
     # inline_query, poll, message_reaction...: ignored on purpose (see the module docstring).
     return None
@@ -201,6 +206,17 @@ def _message(
         if message.get(kind) is not None:
             return InboundEvent(ctx, Unsupported(kind))
     return None  # a service message (members joined, pinned message, ...)
+
+
+def _edited(update: dict[str, Any], message: dict[str, Any]) -> Translated:
+    chat = message.get("chat")
+    user = _sender(message)
+    if not isinstance(chat, dict) or "id" not in chat or user is None:
+        return None
+    if chat.get("type") != "private" or "message_id" not in message:
+        return None  # in groups the bot stays quiet
+    key = f"edit:{chat['id']}:{message['message_id']}:{message.get('edit_date', 0)}"
+    return InboundEvent(_context(update, key, chat, user), Unsupported("edit"))
 
 
 def _text_payload(

@@ -1,0 +1,307 @@
+"""Crash test: the bot runs as a real process (``parlons run``) against the Bot API test server
+and is killed with SIGKILL at random moments while the server feeds it a few thousand updates
+from many citizens (contribution flows, supports, comments). It is restarted each time. At the
+end every contribution, support and comment is recorded exactly once.
+
+The kills land anywhere: during start-up, while a batch is being committed to the inbox, while
+events are processed, while replies are sent. What makes this pass: updates are confirmed to
+Telegram only after the inbox commit, and an event's effect commits with its inbox status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import random
+import signal
+import sqlite3
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bot.app import build_app
+from bot.settings import Settings
+from tests.conftest import ROOT, SEED
+from tests.support.bot_api_server import BotApiServer
+
+BOT = "parlons_test_bot"
+CITIZENS = 150
+FIRST_USER = 50_000
+KILL_BUDGET = 14  # kills, then the bot runs to completion
+TIMEOUT = 150.0
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def open_consultation(tmp_path: Path) -> Path:
+    """The seed consultation, open from yesterday for a month (the bot runs on real time)."""
+    tz = ZoneInfo("Europe/Paris")
+    now = datetime.now(tz)
+    text = SEED.read_text(encoding="utf-8")
+    opens, closes = now - timedelta(days=1), now + timedelta(days=30)
+    text = text.replace("opens_at: 2018-02-23T10:00:00", f"opens_at: {opens:%Y-%m-%dT%H:%M:%S}")
+    text = text.replace("closes_at: 2019-08-31T00:00:00", f"closes_at: {closes:%Y-%m-%dT%H:%M:%S}")
+    path = tmp_path / "open.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+class Db:
+    """Read-only looks at the bot's SQLite database (WAL: readers never block the writer)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def query(self, sql: str) -> list[tuple]:
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+
+    def pending_inbox(self) -> int:
+        return int(self.query("SELECT count(*) FROM inboxevent WHERE status = 'pending'")[0][0])
+
+
+class BotProcess:
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.proc: asyncio.subprocess.Process | None = None
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        log = open(self.logs / f"bot-{self.starts}.log", "wb")  # noqa: SIM115 (child owns it)
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "run",
+            "--no-scheduler",
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        log.close()
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def stop(self) -> int:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), 20)
+        except TimeoutError:
+            await self.kill()
+            raise
+
+
+def phase_a(server: BotApiServer, rng: random.Random) -> dict[int, list[tuple[int, str]]]:
+    """Every citizen answers the questions (some rewrite a draft, some skip question 2).
+    Returns what must be recorded: user → [(question index, text)]."""
+    expected: dict[int, list[tuple[int, str]]] = {}
+    flows = []
+    for n in range(CITIZENS):
+        user = FIRST_USER + n
+        lang = "fr" if n % 3 else "en"
+        source = "-affiche" if n % 4 == 0 else ""
+        steps: list[tuple] = [("msg", f"/start ville-intelligente{source}")]
+        steps.append(("msg", "/participate"))
+        texts: list[tuple[int, str]] = []
+        if n % 5 == 0:  # a draft rewritten before confirming: only the new text counts
+            steps += [("msg", f"brouillon {user}"), ("cb", "redo")]
+        steps += [("msg", f"Q1 de {user} : des lieux <ouverts> & vivants"), ("cb", "ok")]
+        texts.append((0, f"Q1 de {user} : des lieux <ouverts> & vivants"))
+        if n % 7 == 0:
+            steps.append(("cb", "skip"))
+        else:
+            steps += [("msg", f"Q2 de {user} : le budget participatif"), ("cb", "ok")]
+            texts.append((1, f"Q2 de {user} : le budget participatif"))
+        expected[user] = texts
+        flows.append((user, lang, steps))
+    _interleave(server, flows, rng)
+    return expected
+
+
+def phase_b(
+    server: BotApiServer, rng: random.Random, ids: dict[str, int], authors: dict[int, int]
+) -> tuple[set[tuple[int, int]], Counter[tuple[int, int, str]]]:
+    """Supports (buttons and typed, a few pressed twice) and comments (one step and two steps).
+    Returns the expected supports and comments."""
+    contribution_ids = sorted(ids.values())
+    supports: set[tuple[int, int]] = set()
+    comments: Counter[tuple[int, int, str]] = Counter()
+    flows = []
+    for n in range(CITIZENS):
+        user = FIRST_USER + n
+        lang = "fr" if n % 3 else "en"
+        others = [c for c in contribution_ids if authors[c] != user]
+        steps: list[tuple] = []
+        for k, cid in enumerate(rng.sample(others, 6)):
+            steps.append(("cb", f"sup:{cid}") if k < 4 else ("msg", f"/support {cid}"))
+            supports.add((user, cid))
+            if k == 0 and n % 6 == 0:
+                steps.append(("cb", f"sup:{cid}"))  # pressed twice: still one support
+        for k, cid in enumerate(rng.sample(others, 3)):
+            text = f"Commentaire {k} de {user} sur #{cid}"
+            if k < 2:
+                steps.append(("msg", f"/comment {cid} {text}"))
+            else:
+                steps += [("cb", f"com:{cid}"), ("msg", text)]
+            comments[(user, cid, text)] += 1
+        flows.append((user, lang, steps))
+    _interleave(server, flows, rng)
+    return supports, comments
+
+
+def _interleave(server: BotApiServer, flows: list, rng: random.Random) -> None:
+    """Inject the citizens' steps interleaved at random, each citizen's in order."""
+    cursors = {user: 0 for user, _lang, _steps in flows}
+    by_user = {user: (lang, steps) for user, lang, steps in flows}
+    while cursors:
+        user = rng.choice(list(cursors))
+        lang, steps = by_user[user]
+        kind, value = steps[cursors[user]]
+        if kind == "msg":
+            server.inject_message(user, value, language_code=lang)
+        else:
+            # The message id does not matter to these actions; an unknown one is made up.
+            server.inject_callback(user, value, 1, language_code=lang)
+        cursors[user] += 1
+        if cursors[user] == len(steps):
+            del cursors[user]
+
+
+async def chaos(
+    server: BotApiServer,
+    bot: BotProcess,
+    db: Db,
+    rng: random.Random,
+    kills: list[float],
+    deadline: float,
+) -> None:
+    """Start the bot, kill it at a random moment once it is receiving, until the work is done
+    (after KILL_BUDGET kills it is left to finish)."""
+    while True:
+        polls = len(server.calls("getUpdates"))
+        await bot.start()
+        if len(kills) >= KILL_BUDGET:
+            return
+        # Wait until this process is receiving (so kills hit real work, not only start-up)...
+        while len(server.calls("getUpdates")) == polls and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        # ...then kill it at a random moment.
+        await asyncio.sleep(rng.uniform(0.05, 1.5))
+        if not server.pending_updates and db.pending_inbox() == 0:
+            return  # done: leave it running
+        await bot.kill()
+        kills.append(time.monotonic())
+        assert time.monotonic() < deadline, "the crash test took too long"
+
+
+async def settled(server: BotApiServer, db: Db, deadline: float) -> None:
+    while server.pending_updates or db.pending_inbox():
+        assert time.monotonic() < deadline, (
+            f"not settled: {len(server.pending_updates)} unconfirmed update(s), "
+            f"{db.pending_inbox()} pending inbox event(s)"
+        )
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(tmp_path):
+    started = time.monotonic()
+    deadline = started + TIMEOUT
+    rng = random.Random(int(os.environ.get("PARLONS_CRASH_SEED", "20240917")))
+    db_path = tmp_path / "bot.sqlite3"
+    url = f"sqlite:///{db_path}"
+    setup = build_app(Settings(database_url=url))
+    setup.import_consultation(open_consultation(tmp_path))
+    setup.close()
+    db = Db(db_path)
+    kills: list[float] = []
+
+    async with BotApiServer(bot_username=BOT) as server:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("PARLONS_")}
+        env.update(
+            PARLONS_DATABASE_URL=url,
+            PARLONS_TELEGRAM_TOKEN=server.token,
+            PARLONS_TELEGRAM_API_URL=server.base_url,
+            PARLONS_TELEGRAM_FILE_URL=server.base_file_url,
+            PARLONS_LOG_LEVEL="WARNING",
+            PARLONS_CONFIG_FILE=str(tmp_path / "none.toml"),
+        )
+        bot = BotProcess(env, tmp_path)
+
+        expected_contributions = phase_a(server, rng)
+        print(f"\nphase A: {len(server.injected)} updates injected")
+        await chaos(server, bot, db, rng, kills, deadline)
+        await settled(server, db, deadline)
+        print(f"phase A done at {time.monotonic() - started:.1f}s, {len(kills)} kills")
+        rows = db.query("SELECT id, citizen_id, text FROM contribution")
+        citizen_of = dict(db.query("SELECT id, platform_user_id FROM citizen"))
+        ids = {text: cid for cid, _citizen, text in rows}
+        authors = {cid: int(citizen_of[citizen]) for cid, citizen, _text in rows}
+
+        expected_supports, expected_comments = phase_b(server, rng, ids, authors)
+        if bot.proc is not None and bot.proc.returncode is None and len(kills) < KILL_BUDGET:
+            await bot.kill()
+            kills.append(time.monotonic())
+        print(f"phase B: {len(server.injected)} updates injected in all")
+        await chaos(server, bot, db, rng, kills, deadline)
+        await settled(server, db, deadline)
+        print(f"phase B done at {time.monotonic() - started:.1f}s, {len(kills)} kills")
+        assert await bot.stop() == 0  # a clean stop on SIGTERM
+
+    # Every contribution exactly once, with the right author and question.
+    questions = dict(db.query("SELECT id, position FROM question"))
+    got = Counter(
+        (int(citizen_of[citizen]), questions[question], text)
+        for citizen, question, text in db.query(
+            "SELECT citizen_id, question_id, text FROM contribution WHERE status = 'published'"
+        )
+    )
+    want = Counter(
+        (user, q, text) for user, items in expected_contributions.items() for q, text in items
+    )
+    assert got == want
+    assert db.query("SELECT count(*) FROM contribution")[0][0] == sum(want.values())
+    # Every support once (the constraint makes a double impossible; none may be missing).
+    got_supports = Counter(
+        (int(citizen_of[citizen]), cid)
+        for citizen, cid in db.query("SELECT citizen_id, contribution_id FROM support")
+    )
+    assert got_supports == Counter(expected_supports)
+    # Every comment exactly once (nothing but the inbox prevents a double here).
+    got_comments = Counter(
+        (int(citizen_of[citizen]), cid, text)
+        for citizen, cid, text in db.query("SELECT citizen_id, contribution_id, text FROM comment")
+    )
+    assert got_comments == expected_comments
+    # Nothing failed, nothing left; the visits counted their source once.
+    assert db.query("SELECT count(*) FROM inboxevent WHERE status != 'done'")[0][0] == 0
+    assert db.query("SELECT count(*) FROM visit WHERE source = 'affiche'")[0][0] == len(
+        range(0, CITIZENS, 4)
+    )
+    updates = len(server.injected)
+    assert updates >= 2000
+    assert len(kills) >= 8, f"only {len(kills)} kills: the test did not exercise crashes"
+    elapsed = time.monotonic() - started
+    print(f"\n{updates} updates, {len(kills)} SIGKILLs, {bot.starts} starts, {elapsed:.1f}s")
