@@ -62,6 +62,7 @@ __all__ = [
     "LocalizedTestimonial",
     "Question",
     "QuestionTranslation",
+    "ReminderPolicy",
     "Testimonial",
     "TestimonialTranslation",
     "Translation",
@@ -272,6 +273,111 @@ class ConsultationSettings(BaseModel):
     premoderation: bool = False
 
 
+_OFFSET_RE = re.compile(r"([1-9][0-9]{0,3})([dh])")
+_QUIET_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])")
+MAX_REMINDER_OFFSETS = 10
+
+
+def _check_offset(value: Any) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "reminder_offset",
+            "expected a duration such as 7d (days) or 12h (hours), not {kind}",
+            {"kind": _kind(value)},
+        )
+    text = value.strip()
+    match = _OFFSET_RE.fullmatch(text)
+    if match is None:
+        raise PydanticCustomError(
+            "reminder_offset",
+            "'{value}' is not a duration such as 7d (days) or 12h (hours)",
+            {"value": text},
+        )
+    amount, unit = int(match[1]), match[2]
+    if (unit == "d" and amount > 366) or (unit == "h" and amount > 366 * 24):
+        raise PydanticCustomError(
+            "reminder_offset", "'{value}' is more than a year", {"value": text}
+        )
+    return text
+
+
+def _check_quiet_hours(value: str) -> str:
+    match = _QUIET_RE.fullmatch(value)
+    if match is None:
+        raise PydanticCustomError(
+            "quiet_hours",
+            "'{value}' is not a range of local times such as 21:00-09:00",
+            {"value": value},
+        )
+    if match.group(1, 2) == match.group(3, 4):
+        raise PydanticCustomError("quiet_hours", "the range must not be empty")
+    return value
+
+
+ReminderOffset = Annotated[str, BeforeValidator(_check_offset)]
+QuietHours = Annotated[
+    str, StringConstraints(strip_whitespace=True), AfterValidator(_check_quiet_hours)
+]
+
+
+class ReminderPolicy(BaseModel):
+    """When the bot reminds subscribers who still have something to do (see
+    docs/consultation-format.md, "Reminders")."""
+
+    model_config = _CONFIG
+
+    before_close: list[ReminderOffset] = Field(
+        default_factory=list, max_length=MAX_REMINDER_OFFSETS
+    )
+    weekly_while_open: bool = False
+    max_per_week: int = Field(default=2, ge=1, le=14)
+    quiet_hours: QuietHours | None = None
+
+    @field_validator("before_close")
+    @classmethod
+    def _distinct_offsets(cls, value: list[str]) -> list[str]:
+        seen: dict[int, int] = {}
+        problems: list[tuple[_Loc, str]] = []
+        for index, offset in enumerate(value):
+            hours = reminder_offset_hours(offset)
+            if hours in seen:
+                problems.append(
+                    (
+                        (index,),
+                        f"same time as before_close[{seen[hours]}] ('{value[seen[hours]]}')",
+                    )
+                )
+            seen.setdefault(hours, index)
+        if problems:
+            raise _checks_failed(problems)
+        return value
+
+    def offsets(self) -> list[tuple[str, int, str]]:
+        """``(offset as written, amount, unit)`` for each ``before_close`` entry, longest
+        first; ``unit`` is ``d`` (days of local wall-clock time) or ``h`` (hours)."""
+        out = []
+        for text in self.before_close:
+            match = _OFFSET_RE.fullmatch(text)
+            assert match is not None
+            out.append((text, int(match[1]), match[2]))
+        return sorted(out, key=lambda o: -reminder_offset_hours(o[0]))
+
+    def quiet_range(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """((start hour, minute), (end hour, minute)) of the quiet hours, if any."""
+        if self.quiet_hours is None:
+            return None
+        match = _QUIET_RE.fullmatch(self.quiet_hours)
+        assert match is not None
+        return (int(match[1]), int(match[2])), (int(match[3]), int(match[4]))
+
+
+def reminder_offset_hours(offset: str) -> int:
+    """``7d`` → 168, ``12h`` → 12 (for ordering and duplicate checks)."""
+    match = _OFFSET_RE.fullmatch(offset)
+    assert match is not None
+    return int(match[1]) * (24 if match[2] == "d" else 1)
+
+
 class QuestionTranslation(BaseModel):
     model_config = _CONFIG
 
@@ -417,6 +523,7 @@ class ConsultationDocument(BaseModel):
     about: list[AboutPage] = Field(default_factory=list, max_length=MAX_ABOUT_PAGES)
     testimonials: list[Testimonial] = Field(default_factory=list, max_length=MAX_TESTIMONIALS)
     settings: ConsultationSettings = Field(default_factory=ConsultationSettings)
+    reminders: ReminderPolicy | None = None
     translations: dict[LanguageCode, Translation] = Field(default_factory=dict)
 
     # -- validation across fields (each runs only when the fields it needs are valid) --------

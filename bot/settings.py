@@ -45,6 +45,25 @@ class Settings(BaseSettings):
     matrix_device_id: str | None = None
     matrix_store_path: str = "var/matrix-store"
 
+    # Scheduler (docs/scheduler.md). A reminder whose time passed while no worker was running
+    # is still sent within this grace (seconds), otherwise skipped; opening, closing, results
+    # and announcements always run. Workers check for schedule changes every poll_interval and
+    # try to become the leader every leader_retry seconds.
+    scheduler_reminder_grace: float = Field(default=3600.0, ge=0)
+    scheduler_poll_interval: float = Field(default=2.0, gt=0)
+    scheduler_leader_retry: float = Field(default=2.0, gt=0)
+    # Broadcast pace per platform: messages per second overall, seconds between two messages
+    # to one private chat, messages per minute to one group or room (Telegram's limits, with a
+    # margin). Synapse's default rc_message is 0.2/s per account: raise the Matrix pace only
+    # for an application service or a bot exempted from rate limits.
+    telegram_broadcast_per_second: float = Field(default=25.0, gt=0)
+    telegram_broadcast_chat_interval: float = Field(default=1.0, ge=0)
+    telegram_broadcast_group_per_minute: float = Field(default=20.0, gt=0)
+    matrix_broadcast_per_second: float = Field(default=0.2, gt=0)
+    matrix_broadcast_chat_interval: float = Field(default=5.0, ge=0)
+    matrix_broadcast_group_per_minute: float = Field(default=12.0, gt=0)
+    broadcast_per_second: float = Field(default=50.0, gt=0)
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -183,3 +183,6 @@ class ChannelState(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=128)
     value: str
     updated_at: datetime
+
+
+from storage import models_scheduler  # noqa: E402,F401

@@ -585,3 +585,59 @@ def test_module_is_pure() -> None:
             imported.add((node.module or "").split(".")[0])
     allowed = set(sys.stdlib_module_names) | {"__future__", "pydantic", "pydantic_core", "yaml"}
     assert imported <= allowed, imported - allowed
+
+
+# -- reminders policy (scheduler) --------------------------------------------------------------
+
+REMINDERS = {
+    "before_close": ["7d", "1d", "12h"],
+    "weekly_while_open": True,
+    "max_per_week": 2,
+    "quiet_hours": "21:00-09:00",
+}
+
+
+def test_reminders_section_is_optional_and_parsed() -> None:
+    assert parse_consultation_text(to_yaml(BASE), "demo.yaml").reminders is None
+    doc = parse_consultation_text(to_yaml(dict(BASE, reminders=REMINDERS)), "demo.yaml")
+    policy = doc.reminders
+    assert policy is not None
+    assert policy.before_close == ["7d", "1d", "12h"]
+    assert policy.offsets() == [("7d", 7, "d"), ("1d", 1, "d"), ("12h", 12, "h")]
+    assert policy.weekly_while_open and policy.max_per_week == 2
+    assert policy.quiet_range() == ((21, 0), (9, 0))
+    again = ConsultationDocument.from_json(json.loads(json.dumps(doc.to_json())))
+    assert again == doc and again.reminders == policy
+
+
+def test_reminders_defaults() -> None:
+    doc = parse_consultation_text(to_yaml(dict(BASE, reminders={})), "demo.yaml")
+    assert doc.reminders is not None
+    assert doc.reminders.before_close == [] and not doc.reminders.weekly_while_open
+    assert doc.reminders.max_per_week == 2 and doc.reminders.quiet_range() is None
+
+
+@pytest.mark.parametrize(
+    ("reminders", "location", "reason"),
+    [
+        ({"before_close": ["7x"]}, "reminders.before_close[0]", "not a duration such as 7d"),
+        ({"before_close": [7]}, "reminders.before_close[0]", "not a number"),
+        ({"before_close": ["0d"]}, "reminders.before_close[0]", "not a duration"),
+        ({"before_close": ["400d"]}, "reminders.before_close[0]", "more than a year"),
+        ({"before_close": ["1d", "24h"]}, "reminders.before_close[1]", "same time as"),
+        ({"before_close": "7d"}, "reminders.before_close", "expected a list"),
+        ({"before_close": ["1d"] * 11}, "reminders.before_close", "at most 10"),
+        ({"max_per_week": 0}, "reminders.max_per_week", "at least 1"),
+        ({"max_per_week": "two"}, "reminders.max_per_week", "whole number"),
+        ({"quiet_hours": "25:00-09:00"}, "reminders.quiet_hours", "21:00-09:00"),
+        ({"quiet_hours": "9h-21h"}, "reminders.quiet_hours", "not a range of local times"),
+        ({"quiet_hours": "09:00-09:00"}, "reminders.quiet_hours", "must not be empty"),
+        ({"weekly_while_open": "often"}, "reminders.weekly_while_open", "true or false"),
+        ({"weekly": True}, "reminders.weekly", "unknown key 'weekly'"),
+        ({"quiet_hour": "21:00-09:00"}, "reminders.quiet_hour", "did you mean 'quiet_hours'"),
+        ("yes", "reminders", "expected a mapping"),
+    ],
+)
+def test_reminders_errors(reminders: Any, location: str, reason: str) -> None:
+    problems = errors_of(dict(BASE, reminders=reminders))
+    assert any(p.location == location and reason in p.reason for p in problems), problems
