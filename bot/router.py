@@ -392,7 +392,8 @@ class Dispatcher:
         if isinstance(payload, FileReceived):
             return self._first(self.files, ctx) or [ctx.reply(RichText().p(gettext(_UNSUPPORTED)))]
         if isinstance(payload, Unsupported):
-            return [ctx.reply(RichText().p(gettext(_UNSUPPORTED)))]
+            message = _UNSUPPORTED_KINDS.get(payload.what, _UNSUPPORTED)
+            return [ctx.reply(RichText().p(gettext(message)))]
         return []
 
     @staticmethod
@@ -454,6 +455,17 @@ class Dispatcher:
 
 
 _UNSUPPORTED = N_("I can only read text messages and commands. Type /help to see what you can do.")
+# Unsupported events that deserve a more precise answer than _UNSUPPORTED.
+_UNSUPPORTED_KINDS = {
+    "undecryptable": N_(
+        "I could not read one of your messages: it was encrypted with keys my device did not "
+        "receive. Please send it again."
+    ),
+    "edit": N_(
+        "I do not take edited messages into account. Please send the corrected text as a new "
+        "message."
+    ),
+}
 _PRIVATE_ONLY = N_("Let's continue in a private chat: open a conversation with me to take part.")
 
 

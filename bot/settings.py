@@ -44,6 +44,24 @@ class Settings(BaseSettings):
     matrix_access_token: SecretStr | None = None
     matrix_device_id: str | None = None
     matrix_store_path: str = "var/matrix-store"
+    # Encrypts the Olm/Megolm keys at rest in the store (keep it: changing it loses the store).
+    matrix_store_key: SecretStr | None = None
+    matrix_device_name: str = "Parlons"
+    # Outgoing pace: messages per second overall, and the spacing of messages in one room.
+    matrix_pace_per_second: float = Field(default=10.0, gt=0)
+    matrix_pace_room_interval: float = Field(default=0.2, ge=0)
+    # Encrypted rooms: "tofu" trusts each device of a room member the first time the bot sees
+    # it (recorded in the store; later key changes for that device are refused), "ignore"
+    # shares room keys with every device without recording any trust. See docs/matrix.md.
+    matrix_device_trust: str = Field(default="tofu", pattern="^(tofu|ignore)$")
+    # Who may invite the bot into group rooms (DMs are accepted from anyone): Matrix user ids,
+    # or "*" for everyone. Administrators (PARLONS_ADMINS) always may.
+    matrix_room_inviters: list[str] = Field(default_factory=list)
+    matrix_sync_timeout: float = Field(default=30.0, gt=0)
+    matrix_timeline_limit: int = Field(default=50, ge=1, le=1000)
+    # How long an encrypted message whose keys are missing waits for them before the citizen
+    # is told it could not be read.
+    matrix_undecryptable_wait: float = Field(default=60.0, ge=0)
 
     # Scheduler (docs/scheduler.md). A reminder whose time passed while no worker was running
     # is still sent within this grace (seconds), otherwise skipped; opening, closing, results
