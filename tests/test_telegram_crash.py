@@ -30,11 +30,13 @@ from bot.app import build_app
 from bot.settings import Settings
 from tests.conftest import ROOT, SEED
 from tests.support.bot_api_server import BotApiServer
+from tests.support.telegram import consent_command
 
 BOT = "parlons_test_bot"
 CITIZENS = 150
 FIRST_USER = 50_000
 KILL_BUDGET = 14  # kills, then the bot runs to completion
+FEED_RATE = 70.0  # updates a second: the feed spans many kill-restart cycles
 TIMEOUT = 150.0
 
 
@@ -113,16 +115,23 @@ class BotProcess:
             raise
 
 
-def phase_a(server: BotApiServer, rng: random.Random) -> dict[int, list[tuple[int, str]]]:
+Step = tuple[int, str, str, str]  # (user, language, "msg" | "cb", text or callback data)
+
+
+def phase_a(
+    rng: random.Random, consent: str | None
+) -> tuple[list[Step], dict[int, list[tuple[int, str]]]]:
     """Every citizen answers the questions (some rewrite a draft, some skip question 2).
-    Returns what must be recorded: user → [(question index, text)]."""
+    Returns the steps and what must be recorded: user → [(question index, text)]."""
     expected: dict[int, list[tuple[int, str]]] = {}
     flows = []
     for n in range(CITIZENS):
         user = FIRST_USER + n
         lang = "fr" if n % 3 else "en"
         source = "-affiche" if n % 4 == 0 else ""
-        steps: list[tuple] = [("msg", f"/start ville-intelligente{source}")]
+        steps: list[tuple[str, str]] = [("msg", f"/start ville-intelligente{source}")]
+        if consent:  # the privacy notice, accepted
+            steps.append(("msg", consent))
         steps.append(("msg", "/participate"))
         texts: list[tuple[int, str]] = []
         if n % 5 == 0:  # a draft rewritten before confirming: only the new text counts
@@ -136,15 +145,14 @@ def phase_a(server: BotApiServer, rng: random.Random) -> dict[int, list[tuple[in
             texts.append((1, f"Q2 de {user} : le budget participatif"))
         expected[user] = texts
         flows.append((user, lang, steps))
-    _interleave(server, flows, rng)
-    return expected
+    return _interleave(flows, rng), expected
 
 
 def phase_b(
-    server: BotApiServer, rng: random.Random, ids: dict[str, int], authors: dict[int, int]
-) -> tuple[set[tuple[int, int]], Counter[tuple[int, int, str]]]:
+    rng: random.Random, ids: dict[str, int], authors: dict[int, int]
+) -> tuple[list[Step], set[tuple[int, int]], Counter[tuple[int, int, str]]]:
     """Supports (buttons and typed, a few pressed twice) and comments (one step and two steps).
-    Returns the expected supports and comments."""
+    Returns the steps, the expected supports and the expected comments."""
     contribution_ids = sorted(ids.values())
     supports: set[tuple[int, int]] = set()
     comments: Counter[tuple[int, int, str]] = Counter()
@@ -153,7 +161,7 @@ def phase_b(
         user = FIRST_USER + n
         lang = "fr" if n % 3 else "en"
         others = [c for c in contribution_ids if authors[c] != user]
-        steps: list[tuple] = []
+        steps: list[tuple[str, str]] = []
         for k, cid in enumerate(rng.sample(others, 6)):
             steps.append(("cb", f"sup:{cid}") if k < 4 else ("msg", f"/support {cid}"))
             supports.add((user, cid))
@@ -167,26 +175,35 @@ def phase_b(
                 steps += [("cb", f"com:{cid}"), ("msg", text)]
             comments[(user, cid, text)] += 1
         flows.append((user, lang, steps))
-    _interleave(server, flows, rng)
-    return supports, comments
+    return _interleave(flows, rng), supports, comments
 
 
-def _interleave(server: BotApiServer, flows: list, rng: random.Random) -> None:
-    """Inject the citizens' steps interleaved at random, each citizen's in order."""
+def _interleave(flows: list, rng: random.Random) -> list[Step]:
+    """The citizens' steps interleaved at random, each citizen's in order."""
     cursors = {user: 0 for user, _lang, _steps in flows}
     by_user = {user: (lang, steps) for user, lang, steps in flows}
+    out: list[Step] = []
     while cursors:
         user = rng.choice(list(cursors))
         lang, steps = by_user[user]
         kind, value = steps[cursors[user]]
+        out.append((user, lang, kind, value))
+        cursors[user] += 1
+        if cursors[user] == len(steps):
+            del cursors[user]
+    return out
+
+
+async def feed(server: BotApiServer, steps: list[Step]) -> None:
+    """Inject the steps at a steady rate, whether the bot is up or down."""
+    for index, (user, lang, kind, value) in enumerate(steps):
         if kind == "msg":
             server.inject_message(user, value, language_code=lang)
         else:
             # The message id does not matter to these actions; an unknown one is made up.
             server.inject_callback(user, value, 1, language_code=lang)
-        cursors[user] += 1
-        if cursors[user] == len(steps):
-            del cursors[user]
+        if index % 20 == 19:
+            await asyncio.sleep(20 / FEED_RATE)
 
 
 async def chaos(
@@ -194,25 +211,29 @@ async def chaos(
     bot: BotProcess,
     db: Db,
     rng: random.Random,
-    kills: list[float],
+    fed: asyncio.Task[object],
     deadline: float,
-) -> None:
-    """Start the bot, kill it at a random moment once it is receiving, until the work is done
-    (after KILL_BUDGET kills it is left to finish)."""
+) -> tuple[int, int]:
+    """Start the bot and kill it at a random moment once it is receiving, again and again while
+    updates are fed or work is pending; after KILL_BUDGET kills it is left to finish.
+    Returns (kills, kills that hit pending work)."""
+    kills = busy = 0
     while True:
         polls = len(server.calls("getUpdates"))
         await bot.start()
-        if len(kills) >= KILL_BUDGET:
-            return
+        if kills >= KILL_BUDGET:
+            return kills, busy
         # Wait until this process is receiving (so kills hit real work, not only start-up)...
         while len(server.calls("getUpdates")) == polls and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         # ...then kill it at a random moment.
-        await asyncio.sleep(rng.uniform(0.05, 1.5))
-        if not server.pending_updates and db.pending_inbox() == 0:
-            return  # done: leave it running
+        await asyncio.sleep(rng.uniform(0.05, 1.2))
+        pending = bool(server.pending_updates) or db.pending_inbox() > 0
+        if fed.done() and not pending:
+            return kills, busy  # done: leave it running
         await bot.kill()
-        kills.append(time.monotonic())
+        kills += 1
+        busy += pending
         assert time.monotonic() < deadline, "the crash test took too long"
 
 
@@ -234,9 +255,10 @@ async def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
     url = f"sqlite:///{db_path}"
     setup = build_app(Settings(database_url=url))
     setup.import_consultation(open_consultation(tmp_path))
+    consent = consent_command(setup)
     setup.close()
     db = Db(db_path)
-    kills: list[float] = []
+    expected: dict[str, object] = {}
 
     async with BotApiServer(bot_username=BOT) as server:
         env = {key: value for key, value in os.environ.items() if not key.startswith("PARLONS_")}
@@ -250,26 +272,32 @@ async def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
         )
         bot = BotProcess(env, tmp_path)
 
-        expected_contributions = phase_a(server, rng)
-        print(f"\nphase A: {len(server.injected)} updates injected")
-        await chaos(server, bot, db, rng, kills, deadline)
-        await settled(server, db, deadline)
-        print(f"phase A done at {time.monotonic() - started:.1f}s, {len(kills)} kills")
-        rows = db.query("SELECT id, citizen_id, text FROM contribution")
-        citizen_of = dict(db.query("SELECT id, platform_user_id FROM citizen"))
-        ids = {text: cid for cid, _citizen, text in rows}
-        authors = {cid: int(citizen_of[citizen]) for cid, citizen, _text in rows}
+        async def feeder() -> None:
+            steps, expected["contributions"] = phase_a(rng, consent)
+            await feed(server, steps)
+            # Supports and comments need the contributions' numbers: wait for phase A.
+            await settled(server, db, deadline)
+            rows = db.query("SELECT id, citizen_id, text FROM contribution")
+            citizen_of = dict(db.query("SELECT id, platform_user_id FROM citizen"))
+            ids = {text: cid for cid, _citizen, text in rows}
+            authors = {cid: int(citizen_of[citizen]) for cid, citizen, _text in rows}
+            steps, expected["supports"], expected["comments"] = phase_b(rng, ids, authors)
+            print(f"\nphase A settled at {time.monotonic() - started:.1f}s")
+            await feed(server, steps)
 
-        expected_supports, expected_comments = phase_b(server, rng, ids, authors)
-        if bot.proc is not None and bot.proc.returncode is None and len(kills) < KILL_BUDGET:
-            await bot.kill()
-            kills.append(time.monotonic())
-        print(f"phase B: {len(server.injected)} updates injected in all")
-        await chaos(server, bot, db, rng, kills, deadline)
+        fed = asyncio.ensure_future(feeder())
+        kills, busy = await chaos(server, bot, db, rng, fed, deadline)
+        await fed
         await settled(server, db, deadline)
-        print(f"phase B done at {time.monotonic() - started:.1f}s, {len(kills)} kills")
+        print(f"all settled at {time.monotonic() - started:.1f}s")
         assert await bot.stop() == 0  # a clean stop on SIGTERM
 
+    expected_contributions = expected["contributions"]
+    expected_supports = expected["supports"]
+    expected_comments = expected["comments"]
+    assert isinstance(expected_contributions, dict)
+    assert isinstance(expected_supports, set) and isinstance(expected_comments, Counter)
+    citizen_of = dict(db.query("SELECT id, platform_user_id FROM citizen"))
     # Every contribution exactly once, with the right author and question.
     questions = dict(db.query("SELECT id, position FROM question"))
     got = Counter(
@@ -302,6 +330,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
     )
     updates = len(server.injected)
     assert updates >= 2000
-    assert len(kills) >= 8, f"only {len(kills)} kills: the test did not exercise crashes"
+    assert kills >= 8 and busy >= 5, f"{kills} kills ({busy} with work pending): too few"
     elapsed = time.monotonic() - started
-    print(f"\n{updates} updates, {len(kills)} SIGKILLs, {bot.starts} starts, {elapsed:.1f}s")
+    print(f"{updates} updates, {kills} SIGKILLs ({busy} with work pending), {bot.starts} starts")
+    print(f"{elapsed:.1f}s")

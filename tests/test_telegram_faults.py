@@ -13,15 +13,25 @@ from sqlmodel import select
 from adapters.telegram.service import SECRET_HEADER
 from adapters.telegram.translate import translate
 from bot.channels import Pace
+from bot.consultation_file import load_consultation_file
 from storage.models import Citizen, InboxEvent, OutboxMessage
+from tests.conftest import SEED
 from tests.support.bot_api_server import ApiCall, BotApiServer, RateLimits
-from tests.support.telegram import running_bot
+from tests.support.telegram import consent_command, running_bot
 
 BOT = "parlons_test_bot"
+DOC = load_consultation_file(SEED)
+
+
+TITLES = tuple(DOC.localized(lang).title for lang in ("fr", "en"))
 
 
 def cards(server: BotApiServer, users: range) -> dict[int, int]:
-    return {u: len(server.messages_to(u)) for u in users}
+    """How many consultation cards each citizen received (other messages aside)."""
+    return {
+        u: sum((m.plain_text or "").startswith(TITLES) for m in server.messages_to(u))
+        for u in users
+    }
 
 
 async def test_a_burst_of_429_and_5xx_loses_no_reply(app):
@@ -43,8 +53,10 @@ async def test_a_burst_of_429_and_5xx_loses_no_reply(app):
         assert server.stats.responses[502] == 2 and server.stats.responses[500] == 1
         assert server.stats.responses[504] == 1
         with app.db.session() as s:
-            statuses = {o.status for o in s.exec(select(OutboxMessage)).all()}
-        assert statuses == {"sent"}
+            outbox = s.exec(select(OutboxMessage)).all()
+        assert {o.status for o in outbox} == {"sent"}
+        # No reply doubled either: one message per outbox row.
+        assert len([r for r in server.sent if r.is_send]) == len(outbox)
 
 
 async def test_telegrams_flood_limits_are_respected_with_real_pacing(app):
@@ -56,7 +68,10 @@ async def test_telegrams_flood_limits_are_respected_with_real_pacing(app):
         running_bot(app, server, pace=Pace(per_second=25, per_chat_interval=0.25)) as tg,
     ):
         # /ideas on a question with ideas sends several messages to one chat at once.
+        command = consent_command(app)
         for n in range(4):
+            if command:
+                server.inject_message(2100 + n, command, language_code="en")
             server.inject_message(2100 + n, "/participate", language_code="en")
         await tg.settle(timeout=30)
         for n in range(4):
@@ -66,12 +81,16 @@ async def test_telegrams_flood_limits_are_respected_with_real_pacing(app):
             preview = server.messages_to(preview_to)[-1]
             server.inject_callback(preview_to, "ok", preview.message_id, language_code="en")
         await tg.settle(timeout=30)
+        server.inject_message(2200, "/start", language_code="en")
+        await tg.settle(timeout=30)
         mark = len(server.sent)
         server.inject_message(2200, "/ideas 1", language_code="en")
         await tg.settle(timeout=60)
         sent = [r for r in server.sent[mark:] if r.chat_id == 2200]
-        # head + 4 ideas + footer, all delivered despite the per-chat burst limit of 3.
+        # head + 4 ideas + footer, all delivered once despite the per-chat burst limit of 3.
         assert len(sent) == 6
+        ideas = [d for r in sent for d in r.callback_data if d.startswith("sup:")]
+        assert sorted(ideas) == ["sup:1", "sup:2", "sup:3", "sup:4"]
         assert server.stats.rate_limited >= 1  # the limits were hit, and honoured
         assert sum("#" in (r.plain_text or "") for r in sent) >= 4
 
@@ -85,20 +104,22 @@ async def test_a_blocked_citizen_is_marked_unreachable_and_does_not_stop_the_oth
             server.inject_message(user, "/start", language_code="fr")
         await tg.settle(timeout=20)
         assert cards(server, users) == {blocked: 0, **dict.fromkeys(users[1:], 1)}
-        # One attempt, no retry loop.
+        # One attempt per reply, no retry loop; every reply to them failed, no other did.
         attempts = [c for c in server.calls("sendMessage") if str(c.chat_id) == str(blocked)]
-        assert len(attempts) == 1 and attempts[0].status == 403
+        assert attempts and {c.status for c in attempts} == {403}
         with app.db.session() as s:
             citizen = s.exec(select(Citizen).where(Citizen.platform_user_id == str(blocked))).one()
             assert citizen.reachable is False
             failed = s.exec(select(OutboxMessage).where(OutboxMessage.status == "failed")).all()
-            assert [(o.chat_id, (o.error or "")[:11]) for o in failed] == [
+            assert {(o.chat_id, (o.error or "")[:11]) for o in failed} == {
                 (str(blocked), "unreachable")
-            ]
+            }
+            assert len(failed) == len(attempts)
         # They unblock the bot and write again: reachable again, answered.
         server.unblock_chat(blocked)
         await tg.say(blocked, "/start", language_code="fr")
         assert cards(server, range(blocked, blocked + 1)) == {blocked: 1}
+        assert len(server.calls("sendMessage")) > len(attempts)  # nothing stuck behind them
         with app.db.session() as s:
             citizen = s.exec(select(Citizen).where(Citizen.platform_user_id == str(blocked))).one()
             assert citizen.reachable is True

@@ -13,8 +13,8 @@ webhook handler are not used: they confirm updates before they are handled (see
   ``drop_pending_updates`` is never used.
 - **Webhook**: an aiohttp endpoint that checks ``X-Telegram-Bot-Api-Secret-Token`` and answers
   200 only after the inbox commit (anything else makes Telegram deliver the update again).
-- **Processing**: one task takes pending inbox rows in order; the engine applies each event's
-  effect, stores its replies and marks it done in one transaction.
+- **Processing**: one task takes pending inbox rows in order, a batch at a time; the engine
+  applies each event's effect, stores its replies and marks it done in the same transaction.
 - **Sending**: ``bot.delivery.OutboxSender`` with ``TelegramChannel`` (paced; 429 retried after
   ``retry_after``; 403 marks the citizen unreachable once).
 """
@@ -398,12 +398,12 @@ class TelegramService:
     # ------------------------------------------------------------------ processing
 
     def _process_batch(self) -> tuple[int, int]:
-        """In the database thread: process up to ``batch`` pending events, in order."""
+        """In the database thread: process up to ``batch`` pending events, in order, in one
+        transaction (the engine's group commit; an event that fails is retried alone)."""
         ids = self.engine.pending(PLATFORM, self.batch)
-        replies = 0
-        for inbox_id in ids:
-            replies += len(self.engine.process(inbox_id))
-        return len(ids), replies
+        if not ids:
+            return 0, 0
+        return len(ids), len(self.engine.process_many(ids))
 
     async def _process(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -30,6 +30,12 @@ from tests.support.bot_api_server import BotApiServer, SentRecord
 FAST = Pace(per_second=2000.0, per_chat_interval=0.001, per_group_per_minute=60_000.0)
 
 
+def consent_command(app: App) -> str | None:
+    """The command a citizen types to accept the privacy notice, when the core has one (the
+    privacy feature asks for it before anyone takes part)."""
+    return "/accept" if "accept" in app.dispatcher.commands else None
+
+
 def pending_work(app: App) -> tuple[int, int]:
     """(pending inbox events, pending replies) of the Telegram channel."""
     with app.db.session() as s:
@@ -81,6 +87,12 @@ class BotUnderTest:
         self.server.inject_message(user_id, text, **kw)
         await self.settle()
         return self._since(mark, kw.get("chat_id") or user_id)
+
+    async def accept(self, user_id: int, **kw: Any) -> None:
+        """Accept the privacy notice, as a citizen who read it would (if the core asks)."""
+        command = consent_command(self.app)
+        if command is not None:
+            await self.say(user_id, command, **kw)
 
     async def press(
         self, user_id: int, data: str, message_id: int, **kw: Any
