@@ -352,8 +352,9 @@ class TelegramService:
                 await asyncio.wait_for(self.bot.get_updates_json(offset, 0, 1, ALLOWED_UPDATES), 3)
 
     async def _serve_webhook(self, stop: asyncio.Event) -> None:
-        assert self.webhook_url is not None
-        path = urlsplit(self.webhook_url).path or "/"
+        url = self.webhook_url
+        assert url is not None
+        path = urlsplit(url).path or "/"
         host, _sep, port = self.webhook_listen.rpartition(":")
         web_app = web.Application(client_max_size=4 * 1024 * 1024)
         web_app.router.add_post(path, self._on_webhook)
@@ -365,7 +366,7 @@ class TelegramService:
         try:
             await self._call_until_done(
                 lambda: self.bot.set_webhook(
-                    self.webhook_url,  # type: ignore[arg-type]
+                    url,
                     secret_token=self.webhook_secret,
                     allowed_updates=list(ALLOWED_UPDATES),
                 ),
