@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import cached_property
 
@@ -76,10 +76,12 @@ class ConsultationInfo:
 def consultation_days(opens_at: datetime, closes_at: datetime, now: datetime) -> int:
     """Days of consultation: full days elapsed from the opening to the closing (or to now while
     open). The seed's 23 Feb 2018 10:00 → 31 Aug 2019 00:00 (Europe/Paris) gives 553."""
-    end = min(now, closes_at)
-    if end <= opens_at:
+    # In UTC: subtracting two datetimes of the same zone would count wall-clock time and
+    # ignore a daylight-saving change in between.
+    start, end = opens_at.astimezone(UTC), min(now, closes_at).astimezone(UTC)
+    if end <= start:
         return 0
-    return (end - opens_at) // timedelta(days=1)
+    return (end - start) // timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
