@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from bot.app import App, build_app
+from bot.cli_scheduler import broadcast_app, schedule_app
 from bot.cli_telegram import app as telegram_app
 from bot.consultation_file import ConsultationFileError
 from bot.services import Services
@@ -28,6 +29,8 @@ consultation_app = typer.Typer(help="Consultations (YAML files).", no_args_is_he
 app.add_typer(db_app, name="db")
 app.add_typer(consultation_app, name="consultation")
 app.add_typer(telegram_app, name="telegram")
+app.add_typer(schedule_app, name="schedule")  # issue 5: scheduler
+app.add_typer(broadcast_app, name="broadcast")
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "consultations" / "ville-intelligente.yaml"

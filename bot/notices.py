@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bot.actions import pack
 from bot.chart import Bar, bar_chart, shorten
@@ -141,7 +142,13 @@ def left_line(closes_at: datetime, now: datetime, timezone: str) -> str:
     left = closes_at - now
     date = fmt_datetime(closes_at, timezone)
     if left >= timedelta(days=1):
-        days = -(-left // timedelta(days=1))
+        # Days of the consultation's calendar: 7 days before a closing is "7 days left" even
+        # when a daylight-saving change makes it 167 or 169 hours.
+        zone = ZoneInfo(timezone)
+        wall = closes_at.astimezone(zone).replace(tzinfo=None) - now.astimezone(zone).replace(
+            tzinfo=None
+        )
+        days = max(1, -(-wall // timedelta(days=1)))
         return ngettext(
             "{n} day left to take part: the consultation closes on {date}.",
             "{n} days left to take part: the consultation closes on {date}.",

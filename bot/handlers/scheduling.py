@@ -19,7 +19,7 @@ from bot.broadcasts import BroadcastService, broadcast_progress, progress_bar
 from bot.consultation_file import ReminderPolicy
 from bot.domain import ConsultationInfo, Phase
 from bot.handlers import views
-from bot.i18n import N_, SUPPORTED, fmt_datetime, fmt_number, language_name
+from bot.i18n import N_, SUPPORTED, fmt_datetime, fmt_number
 from bot.i18n import gettext as _
 from bot.messages import Button, OutboundMessage, RichText, b, code, i
 from bot.router import Ctx, Reply, Role, Router
@@ -36,6 +36,13 @@ from storage.repositories_scheduler import SchedulerRepo
 router = Router("scheduling")
 
 MAX_ANNOUNCEMENT = 3500
+
+
+def _language(code: str, locale: str) -> str:
+    """A language's name in the reader's language ("anglais" for a French moderator)."""
+    from babel import Locale
+
+    return Locale.parse(code).get_display_name(locale) or code
 
 
 def _sched(ctx: Ctx) -> SchedulerRepo:
@@ -248,7 +255,7 @@ def announce(ctx: Ctx) -> Reply:
     for body in texts.values():
         if len(body) > MAX_ANNOUNCEMENT:
             raise errors.TextTooLong(length=len(body), limit=MAX_ANNOUNCEMENT)
-    langs = ", ".join(language_name(code_) for code_ in texts)
+    langs = ", ".join(_language(code_, ctx.locale) for code_ in texts)
     if due is not None:
         Lifecycle(ctx.repos, ctx.now).schedule(
             info, Kind.ANNOUNCE, due, {"texts": texts, "default": ctx.locale}, ctx.citizen.id
@@ -394,7 +401,7 @@ def announce_here(ctx: Ctx) -> Reply:
     created = _sched(ctx).add_channel(
         info.id, ev.platform, ev.chat_id, locale, ctx.citizen.id, ctx.now
     )
-    title = info.content(locale).title
+    title = info.content(ctx.locale).title
     if created:
         text = _(
             "This chat is now an announcement channel of “{title}”: news and results will be "
@@ -405,7 +412,9 @@ def announce_here(ctx: Ctx) -> Reply:
             "This chat already is an announcement channel of “{title}”; news will be posted in "
             "{language}."
         )
-    return ctx.reply(RichText().p(text.format(title=title, language=language_name(locale))))
+    return ctx.reply(
+        RichText().p(text.format(title=title, language=_language(locale, ctx.locale)))
+    )
 
 
 @router.command(

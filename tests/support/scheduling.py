@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class Record:
     text: str
     attachment: str | None
     message: OutboundMessage
+    at: float = 0.0  # time.monotonic() of the send
 
 
 @dataclass
@@ -70,6 +72,7 @@ class RecordingChannel:
                 render_plain(message.text),
                 message.attachment.filename if message.attachment else None,
                 message,
+                time.monotonic(),
             )
         )
         return Sent(key)
@@ -99,7 +102,13 @@ class FileChannel:
         if self.delay:
             await asyncio.sleep(self.delay)
         line = json.dumps(
-            {"key": key, "chat": message.chat_id, "text": render_plain(message.text)[:200]}
+            {
+                "key": key,
+                "chat": message.chat_id,
+                "pid": os.getpid(),
+                "at": time.time(),
+                "text": render_plain(message.text)[:200],
+            }
         )
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(line + "\n")
@@ -174,3 +183,75 @@ def scheduled(app: App, channel: RecordingChannel | None = None, pace: Pace = FA
         paces={channel.platform: pace},
     )
     return Scheduled(app, runtime, service, channel)
+
+
+def add_subscribers(
+    app: App,
+    consultation_id: int,
+    n: int,
+    *,
+    platform: str = "console",
+    prefix: str = "citizen",
+    locale: str = "fr",
+    news: bool = True,
+) -> list[str]:
+    """``n`` citizens who chose to receive the news, inserted directly (fast)."""
+    import secrets
+
+    from sqlalchemy import insert, select
+
+    from storage.models import Citizen
+    from storage.models_scheduler import PrivateChat, Subscription
+
+    now = app.clock()
+    users = [f"{prefix}{i}" for i in range(n)]
+    with app.db.session() as session:
+        session.execute(
+            insert(Citizen),
+            [
+                {
+                    "platform": platform,
+                    "platform_user_id": u,
+                    "pseudonym": secrets.token_hex(8),
+                    "reachable": True,
+                    "created_at": now,
+                    "last_seen_at": now,
+                }
+                for u in users
+            ],
+        )
+        ids = dict(
+            session.execute(
+                select(Citizen.platform_user_id, Citizen.id).where(
+                    Citizen.platform == platform,
+                    Citizen.platform_user_id.in_(users),  # type: ignore[union-attr]
+                )
+            ).all()
+        )
+        session.execute(
+            insert(PrivateChat),
+            [
+                {
+                    "citizen_id": ids[u],
+                    "platform": platform,
+                    "chat_id": u,
+                    "locale": locale,
+                    "updated_at": now,
+                }
+                for u in users
+            ],
+        )
+        session.execute(
+            insert(Subscription),
+            [
+                {
+                    "citizen_id": ids[u],
+                    "consultation_id": consultation_id,
+                    "news": news,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for u in users
+            ],
+        )
+    return users
