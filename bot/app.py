@@ -43,6 +43,6 @@ def build_app(
     db = Database(settings.database_url, synchronous=settings.sqlite_synchronous)
     if migrate:
         db.upgrade()
-    dispatcher = build_dispatcher(admins=settings.admins)
+    dispatcher = build_dispatcher(admins=settings.admins, settings=settings)
     engine = Engine(db, dispatcher, clock=clock)
     return App(settings, db, dispatcher, engine, clock)

@@ -13,6 +13,8 @@ from typing import Annotated
 import typer
 
 from bot.app import App, build_app
+from bot.cli_moderation import export as export_command
+from bot.cli_moderation import privacy_app
 from bot.cli_scheduler import broadcast_app, schedule_app
 from bot.cli_telegram import app as telegram_app
 from bot.consultation_file import ConsultationFileError
@@ -31,6 +33,8 @@ app.add_typer(consultation_app, name="consultation")
 app.add_typer(telegram_app, name="telegram")
 app.add_typer(schedule_app, name="schedule")  # issue 5: scheduler
 app.add_typer(broadcast_app, name="broadcast")
+app.command("export")(export_command)  # issue 6: open data
+app.add_typer(privacy_app, name="privacy")
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "consultations" / "ville-intelligente.yaml"

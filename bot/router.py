@@ -36,6 +36,7 @@ from bot.messages import (
     Unsupported,
 )
 from bot.services import Services
+from bot.settings import Settings
 from storage.models import Citizen, Dialogue
 from storage.repositories import Repos
 
@@ -263,6 +264,7 @@ class Dispatcher:
         admins: Iterable[str] = (),
         fallback_text: Handler | None = None,
         middlewares: Iterable[Middleware] = (),
+        settings: Settings | None = None,
     ) -> None:
         self.routers = list(routers)
         self.commands: dict[str, CommandSpec] = {}
@@ -284,6 +286,8 @@ class Dispatcher:
         self.admins = frozenset(admins)
         self.fallback_text = fallback_text
         self.middlewares = [*middlewares, _domain_errors]
+        # For features that need configuration in their handlers (moderation, privacy).
+        self.settings = settings if settings is not None else Settings()
 
     # ----- metadata for help and menus
 

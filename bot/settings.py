@@ -63,6 +63,27 @@ class Settings(BaseSettings):
     # is told it could not be read.
     matrix_undecryptable_wait: float = Field(default=60.0, ge=0)
 
+    # Moderation (docs/moderation.md). Content is hidden automatically after this many reports.
+    moderation_auto_hide_reports: int = Field(default=3, ge=1)
+    # A ban also hides the banned person's contributions and comments in that consultation.
+    moderation_ban_hides_content: bool = True
+    # Flood control: events per minute and contributions per hour, per citizen; stricter for
+    # citizens who arrived less than flood_newcomer_minutes ago. One polite warning per window.
+    flood_actions_per_minute: int = Field(default=40, ge=1)
+    flood_contributions_per_hour: int = Field(default=10, ge=1)
+    flood_newcomer_actions_per_minute: int = Field(default=20, ge=1)
+    flood_newcomer_contributions_per_hour: int = Field(default=4, ge=1)
+    flood_newcomer_minutes: int = Field(default=60, ge=0)
+    # Citizens' rights. The secret keys the one-way ids of the erasure log and of bans; when it
+    # is not set, one is generated once in privacy_dir/secret. privacy_dir also holds the
+    # append-only erasure log (erasures.log) that `parlons privacy reapply` reads after a
+    # restore from a backup: keep it out of the database's backups' reach.
+    privacy_secret: SecretStr | None = None
+    privacy_dir: str = "var/privacy"
+    # Personal data of citizens who have not written for this many months is erased by
+    # `parlons privacy expire` (stated in the privacy notice).
+    privacy_retention_months: int = Field(default=12, ge=1)
+
     # Scheduler (docs/scheduler.md). A reminder whose time passed while no worker was running
     # is still sent within this grace (seconds), otherwise skipped; opening, closing, results
     # and announcements always run. Workers check for schedule changes every poll_interval and

@@ -186,3 +186,4 @@ class ChannelState(SQLModel, table=True):
 
 
 from storage import models_scheduler  # noqa: E402,F401
+from storage import models_moderation  # noqa: E402,F401

@@ -15,7 +15,7 @@ from bot.app import App, build_app
 from bot.settings import Settings
 from tests.support.harness import Chat, FakeClock
 
-pytest_plugins = ["tests.support.matrix_fixtures"]
+pytest_plugins = ["tests.support.matrix_fixtures", "tests.support.moderation"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "consultations" / "ville-intelligente.yaml"

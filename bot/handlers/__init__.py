@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from bot.handlers import guards, ideas, moderation, onboarding, participation, privacy, scheduling
+from bot.handlers import (
+    admin,
+    guards,
+    ideas,
+    moderation,
+    onboarding,
+    participation,
+    privacy,
+    scheduling,
+)
 from bot.router import Dispatcher
 from bot.settings import Settings
 
@@ -20,6 +29,7 @@ def build_dispatcher(
             scheduling.router,
             moderation.router,
             privacy.router,
+            admin.router,
         ],
         admins=admins,
         fallback_text=onboarding.fallback,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot import errors
 from bot.actions import pack
-from bot.handlers import scheduling, views
+from bot.handlers import privacy, scheduling, views
 from bot.i18n import N_, SUPPORTED, language_name, set_locale
 from bot.i18n import gettext as _
 from bot.messages import Button, OutboundMessage, RichText, b, i
@@ -36,7 +36,7 @@ def start(ctx: Ctx) -> Reply:
     else:
         info = ctx.consultation()
     ctx.services.consultations.record_visit(info, ctx.citizen, source)
-    return [_card(ctx), *scheduling.subscription_offer(ctx, info)]
+    return [_card(ctx), *privacy.notice_if_needed(ctx), *scheduling.subscription_offer(ctx, info)]
 
 
 @router.action("menu", command="menu", help=N_("Show the consultation card and its menu"))

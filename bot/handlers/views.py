@@ -102,6 +102,9 @@ def idea_keyboard(
         buttons.append(
             Button(_("Comments ({n})").format(n=fmt_number(row.comments)), pack("coms", row.id, 1))
         )
+    if not own:
+        # Report to the moderators (issue 6, moderation): asks for a reason first.
+        buttons.append(Button("⚑ " + _("Report"), pack("rep", row.id)))
     return (tuple(buttons),) if buttons else ()
 
 

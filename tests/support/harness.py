@@ -69,6 +69,12 @@ class Chat:
     last: Replies = field(default_factory=Replies)
     # platform message id → the message sent (so presses and reactions can point at it)
     sent: dict[str, OutboundMessage] = field(default_factory=dict)
+    # Accept the privacy notice before the first event (unless already accepted), as a citizen
+    # who read it would; False to test the notice itself.
+    accept_privacy: bool = True
+    # The name the platform shows (default: the user id, capitalised). Never an identity.
+    display_name: str | None = None
+    _privacy_done: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         self.engine.register_channel(
@@ -87,7 +93,7 @@ class Chat:
                 chat_id=self.chat_id or self.user,
                 user_id=self.user,
                 event_id=f"{self.platform}-{next(_ids)}",
-                display_name=self.user.capitalize(),
+                display_name=self.display_name or self.user.capitalize(),
                 language=self.language,
                 chat_type=self.chat_type,
                 message=message,
@@ -96,6 +102,7 @@ class Chat:
         )
 
     def deliver(self, event: InboundEvent) -> Replies:
+        self._accept_privacy()
         out = Replies()
         for d in self.engine.handle(event):
             if d.message.edit is not None:
@@ -108,11 +115,72 @@ class Chat:
         self.last = out
         return out
 
+    def _accept_privacy(self) -> None:
+        if self._privacy_done or not self.accept_privacy:
+            return
+        self._privacy_done = True
+        from sqlmodel import select
+
+        from bot.messages import CommandMessage
+        from bot.privacy import NOTICE_VERSION
+        from storage.models_moderation import PrivacyConsent
+        from storage.repositories import Repos
+
+        db = self.engine.db
+        with db.session() as session:
+            citizen = Repos(db, session).citizens.by_platform_id(self.platform, self.user)
+            accepted = (
+                citizen is not None
+                and session.exec(
+                    select(PrivacyConsent).where(
+                        PrivacyConsent.citizen_id == citizen.id,
+                        PrivacyConsent.version == NOTICE_VERSION,
+                    )
+                ).first()
+                is not None
+            )
+        if not accepted:
+            for d in self.engine.handle(self._event(CommandMessage("accept"))):
+                self.engine.mark_sent(d.outbox_id, f"m{d.outbox_id}")
+
+    def receive(self) -> Replies:
+        """Messages the bot wrote to this chat on its own (not as replies to this chat's
+        events): moderation cards, notices to an author. Marked sent, like ``deliver``."""
+        from sqlmodel import select
+
+        from storage.models import OutboxMessage
+
+        db = self.engine.db
+        with db.session() as session:
+            rows = session.exec(
+                select(OutboxMessage)
+                .where(
+                    OutboxMessage.platform == self.platform,
+                    OutboxMessage.chat_id == (self.chat_id or self.user),
+                    OutboxMessage.status == "pending",
+                )
+                .order_by(OutboxMessage.id)
+            ).all()
+            pending = [(r.id, OutboundMessage.from_json(r.message)) for r in rows]
+        out = Replies()
+        for outbox_id, message in pending:
+            assert outbox_id is not None
+            self.engine.mark_sent(outbox_id, f"m{outbox_id}")
+            self.sent[f"m{outbox_id}"] = message
+            out.append(message)
+        self.last = out
+        return out
+
     def send(self, text: str, reply_to: str | None = None) -> Replies:
         payload: Payload = parse_command(text, "parlons_bot") or TextMessage(
             text, reply_to=MessageRef(self.chat_id or self.user, reply_to) if reply_to else None
         )
         return self.deliver(self._event(payload))
+
+    def send_file(self, filename: str, data: bytes, mime_type: str = "text/yaml") -> Replies:
+        from bot.messages import FileReceived
+
+        return self.deliver(self._event(FileReceived(filename, mime_type, data)))
 
     def press(self, action: str) -> Replies:
         """Press the button with this action id (or action prefix) in the last replies; on a

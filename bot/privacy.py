@@ -1,0 +1,578 @@
+"""Citizens' rights: the privacy notice and its acceptance, "download my data" and "forget me".
+
+The erasure rule (docs/moderation.md, "Privacy and erasure"):
+
+- Personal data is erased: the platform id, the display name and the language of the citizen
+  row; their dialogue state; what they were sent and what they sent (inbox and outbox rows are
+  redacted); their privacy consents, flood counters, "seen" marks, and every other row that
+  exists only for them (a private chat address, a subscription, broadcast deliveries...);
+  their moderator roles; their name in the audit log.
+- Authorship is replaced by a tombstone: the citizen row stays, with a new random pseudonym
+  ("erased-…") and no identity. Their contributions, supports, comments, reports and visits
+  stay attached to it, unchanged: contributions and comments were published to a public
+  consultation, and keeping them (anonymous) keeps every statistic exactly as it was.
+  A citizen who wants a text gone withdraws it (``/mine``) before ``/forget``.
+- The erasure is logged by a one-way id only (HMAC-SHA256 of ``platform:user_id`` with the
+  privacy secret), in the database and in an append-only file outside it, so that after a
+  restore from a backup ``parlons privacy reapply`` erases again whoever had asked.
+
+Bans are the one deliberate exception: a ban is keyed by the same one-way id, so erasing
+oneself does not lift a ban.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Table, Text, cast, delete, func, or_, select, update
+from sqlmodel import SQLModel, col
+
+from bot.messages import ChatType, EventContext, InboundEvent, Unsupported
+from bot.settings import Settings
+from storage.models import (
+    Citizen,
+    Comment,
+    Contribution,
+    Dialogue,
+    InboxEvent,
+    OutboxMessage,
+    Support,
+    Visit,
+)
+from storage.models_moderation import (
+    AuditEntry,
+    Ban,
+    Erasure,
+    Moderator,
+    PrivacyConsent,
+    Report,
+)
+from storage.repositories import Repos
+
+# Bump when the notice's text changes in substance: everyone is asked to accept it again.
+NOTICE_VERSION = "1"
+ERASED_PREFIX = "erased-"
+
+# Tables whose rows keep pointing at the tombstone after an erasure (the erasure rule). Every
+# other table with a ``citizen_id`` column holds rows that exist only for that citizen, and
+# they are deleted; so are rows of tables with ``platform`` and ``chat_id`` columns that address
+# the citizen's private chats.
+KEPT_FOR_STATISTICS = frozenset({"contribution", "support", "comment", "visit", "report", "ban"})
+# Handled explicitly below.
+EXPLICIT = frozenset(
+    {"citizen", "dialogue", "inboxevent", "outboxmessage", "moderator", "erasure", "audit_entry"}
+)
+
+
+# --------------------------------------------------------------------------- one-way ids
+
+
+def privacy_secret(settings: Settings) -> bytes:
+    """The secret of one-way ids: from the settings, else generated once in privacy_dir."""
+    if settings.privacy_secret is not None:
+        return settings.privacy_secret.get_secret_value().encode("utf-8")
+    path = Path(settings.privacy_dir) / "secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another worker created it first: use theirs
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+                fh.flush()
+                os.fsync(fh.fileno())
+    value = path.read_text(encoding="ascii").strip()
+    if not value:
+        raise RuntimeError(f"{path} is empty: set PARLONS_PRIVACY_SECRET or remove the file")
+    return value.encode("ascii")
+
+
+def one_way_id(secret: bytes, platform: str, user_id: str) -> str:
+    """HMAC-SHA256 of ``platform:user_id``: recognises a person again without storing who."""
+    return hmac.new(secret, f"{platform}:{user_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def erasure_log_path(settings: Settings) -> Path:
+    return Path(settings.privacy_dir) / "erasures.log"
+
+
+def read_erasure_log(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    keys = []
+    for line in path.read_text(encoding="ascii").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and len(parts[1]) == 64:
+            keys.append(parts[1])
+    return keys
+
+
+def _append_log(path: Path, when: datetime, key: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, f"{when.isoformat()} {key}\n".encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _table(name: str) -> Table | None:
+    return SQLModel.metadata.tables.get(name)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    return value
+
+
+def _like_needle(value: str) -> str:
+    """``value`` as it appears inside a stored JSON document, escaped for LIKE ... ESCAPE '!'."""
+    encoded = json.dumps(value)  # the JSON columns are written by json.dumps (ASCII escapes)
+    return encoded.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
+def redacted_event(platform: str, event_key: str) -> dict[str, Any]:
+    """A valid event that says nothing (readers of old inbox rows keep working)."""
+    return InboundEvent(
+        EventContext(platform=platform, chat_id="", user_id="", event_id=event_key),
+        Unsupported("erased"),
+    ).to_json()
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureReport:
+    subject_key: str
+    inbox_redacted: int
+    outbox_removed: int
+    rows_deleted: int
+
+
+class PrivacyService:
+    def __init__(self, repos: Repos, now: datetime, settings: Settings) -> None:
+        self.repos, self.now, self.settings = repos, now, settings
+        self.s = repos.session
+
+    # ------------------------------------------------------------------ notice
+
+    def has_accepted(self, citizen: Citizen) -> bool:
+        return self.accepted_at(citizen) is not None
+
+    def accept(self, citizen: Citizen) -> bool:
+        """Record the acceptance of the current notice; False if it was already recorded."""
+        return (
+            self.repos.db.insert_ignore(
+                self.s,
+                PrivacyConsent,
+                citizen_id=citizen.id,
+                version=NOTICE_VERSION,
+                accepted_at=self.now,
+            )
+            is not None
+        )
+
+    def accepted_at(self, citizen: Citizen) -> datetime | None:
+        return self.s.execute(
+            select(col(PrivacyConsent.accepted_at)).where(
+                col(PrivacyConsent.citizen_id) == citizen.id,
+                col(PrivacyConsent.version) == NOTICE_VERSION,
+            )
+        ).scalar()
+
+    # ------------------------------------------------------------------ my data
+
+    def my_data(self, citizen: Citizen) -> dict[str, Any]:
+        """Everything stored about this citizen, as JSON-ready data."""
+        cid = citizen.id
+        slugs = {c.id: c.slug for c in self.repos.consultations.all()}
+
+        def rows(model: Any, *where: Any) -> list[Any]:
+            return list(self.s.execute(select(model).where(*where).order_by(model.id)).scalars())
+
+        platform_id = citizen.platform_user_id
+        data: dict[str, Any] = {
+            "format": "parlons-mydata/1",
+            "generated_at": self.now.isoformat(),
+            "privacy_notice_version": NOTICE_VERSION,
+            "citizen": {
+                "platform": citizen.platform,
+                "platform_user_id": platform_id,
+                "display_name": citizen.display_name,
+                "locale": citizen.locale,
+                "pseudonym": citizen.pseudonym,
+                "reachable": citizen.reachable,
+                "created_at": citizen.created_at.isoformat(),
+                "last_seen_at": citizen.last_seen_at.isoformat(),
+            },
+            "privacy_consents": [
+                {"version": r.version, "accepted_at": r.accepted_at.isoformat()}
+                for r in rows(PrivacyConsent, PrivacyConsent.citizen_id == cid)
+            ],
+            "contributions": [
+                {
+                    "id": r.id,
+                    "consultation": slugs.get(r.consultation_id),
+                    "question_id": r.question_id,
+                    "text": r.text,
+                    "status": r.status,
+                    "created_at": r.created_at.isoformat(),
+                    "updated_at": r.updated_at.isoformat(),
+                }
+                for r in rows(Contribution, Contribution.citizen_id == cid)
+            ],
+            "supports": [
+                {"contribution_id": r.contribution_id, "created_at": r.created_at.isoformat()}
+                for r in rows(Support, Support.citizen_id == cid)
+            ],
+            "comments": [
+                {
+                    "id": r.id,
+                    "contribution_id": r.contribution_id,
+                    "text": r.text,
+                    "status": r.status,
+                    "created_at": r.created_at.isoformat(),
+                }
+                for r in rows(Comment, Comment.citizen_id == cid)
+            ],
+            "reports": [
+                {
+                    "target": f"{r.target_type}:{r.target_id}",
+                    "reason": r.reason,
+                    "created_at": r.created_at.isoformat(),
+                }
+                for r in rows(Report, Report.citizen_id == cid)
+            ],
+            "visits": [
+                {
+                    "consultation": slugs.get(r.consultation_id),
+                    "source": r.source,
+                    "created_at": r.created_at.isoformat(),
+                }
+                for r in rows(Visit, Visit.citizen_id == cid)
+            ],
+            "bans": [
+                {
+                    "consultation": slugs.get(r.consultation_id),
+                    "reason": r.reason,
+                    "created_at": r.created_at.isoformat(),
+                }
+                for r in rows(Ban, Ban.citizen_id == cid)
+            ],
+            "dialogues": [],
+            "moderator_of": [],
+            "other": {},
+        }
+        if platform_id is not None:
+            data["dialogues"] = [
+                {
+                    "chat_id": r.chat_id,
+                    "state": r.state,
+                    "data": r.data,
+                    "updated_at": r.updated_at.isoformat(),
+                }
+                for r in rows(
+                    Dialogue,
+                    Dialogue.platform == citizen.platform,
+                    Dialogue.user_id == platform_id,
+                )
+            ]
+            data["moderator_of"] = [
+                {"consultation": slugs.get(r.consultation_id), "since": r.created_at.isoformat()}
+                for r in rows(
+                    Moderator,
+                    Moderator.platform == citizen.platform,
+                    Moderator.platform_user_id == platform_id,
+                )
+            ]
+        # Rows of other features that exist for this citizen (subscriptions, private chat...).
+        for table in SQLModel.metadata.sorted_tables:
+            if table.name in KEPT_FOR_STATISTICS | EXPLICIT or table.name in (
+                "privacy_consent",
+                "seen",
+                "flood_window",
+            ):
+                continue
+            if "citizen_id" not in table.c:
+                continue
+            found = self.s.execute(select(table).where(table.c.citizen_id == cid)).mappings()
+            items = [{k: _jsonable(v) for k, v in m.items()} for m in found]
+            if items:
+                data["other"][table.name] = items
+        return data
+
+    # ------------------------------------------------------------------ erasure
+
+    def subject_key(self, platform: str, user_id: str) -> str:
+        return one_way_id(privacy_secret(self.settings), platform, user_id)
+
+    def private_chats(self, citizen: Citizen, extra: Iterable[str] = ()) -> set[str]:
+        """The chats that are the citizen's private chat with the bot."""
+        assert citizen.platform_user_id is not None
+        chats = {citizen.platform_user_id, *extra}
+        private_chat = _table("private_chat")
+        if private_chat is not None and "chat_id" in private_chat.c:
+            chats.update(
+                self.s.execute(
+                    select(private_chat.c.chat_id).where(private_chat.c.citizen_id == citizen.id)
+                ).scalars()
+            )
+        context = col(InboxEvent.event)["context"]
+        chats.update(
+            self.s.execute(
+                select(context["chat_id"].as_string())
+                .where(
+                    col(InboxEvent.platform) == citizen.platform,
+                    context["user_id"].as_string() == citizen.platform_user_id,
+                    context["chat_type"].as_string() == str(ChatType.PRIVATE),
+                )
+                .distinct()
+            ).scalars()
+        )
+        return {c for c in chats if c}
+
+    def erase(
+        self,
+        citizen: Citizen,
+        *,
+        current_inbox_id: int | None = None,
+        current_dialogue: Dialogue | None = None,
+        current_chat: str | None = None,
+    ) -> ErasureReport | None:
+        """Apply the erasure rule to one citizen (see the module's docstring). The event being
+        handled (``current_*``) is redacted now and its reply purged by a later ``sweep``."""
+        platform, user_id = citizen.platform, citizen.platform_user_id
+        if user_id is None:
+            return None  # already erased
+        assert citizen.id is not None
+        key = self.subject_key(platform, user_id)
+        chats = self.private_chats(citizen, [current_chat] if current_chat else [])
+        needles = [
+            _like_needle(user_id),  # a JSON string equal to the platform id
+            _like_needle(f"{platform}:{user_id}")[1:-1],  # "platform:id" inside any text
+            citizen.pseudonym,
+        ]
+        if citizen.display_name and len(citizen.display_name.strip()) >= 3:
+            needles.append(_like_needle(citizen.display_name))
+
+        # 1. What they sent (every event of theirs, processed or not) and what names them (an
+        # administrator's "/mod add telegram:123", on any platform, once processed).
+        context = col(InboxEvent.event)["context"]
+        event_text = cast(col(InboxEvent.event), Text)
+        theirs = or_(
+            (col(InboxEvent.platform) == platform) & (context["user_id"].as_string() == user_id),
+            (col(InboxEvent.status) != "pending")
+            & or_(*(event_text.like(f"%{n}%", escape="!") for n in needles)),
+        )
+        inbox_rows = list(
+            self.s.execute(
+                select(
+                    col(InboxEvent.id),
+                    col(InboxEvent.event_key),
+                    col(InboxEvent.platform),
+                    col(InboxEvent.status),
+                ).where(theirs)
+            )
+        )
+        for inbox_id, event_key, row_platform, status in inbox_rows:
+            values: dict[str, Any] = {"event": redacted_event(row_platform, event_key)}
+            if status == "pending":
+                values["status"] = "done"  # an event of theirs that will never be handled
+            self.s.execute(update(InboxEvent).where(col(InboxEvent.id) == inbox_id).values(values))
+        if current_inbox_id is not None:
+            row = self.s.get(InboxEvent, current_inbox_id)
+            if row is not None:
+                row.event = redacted_event(row.platform, row.event_key)
+                self.s.add(row)
+
+        # 2. What they were sent: outbox rows to their private chats are deleted; sent rows that
+        # name them elsewhere (a moderators' chat, an admin's /audit) are redacted.
+        removed = self.s.execute(
+            delete(OutboxMessage).where(
+                col(OutboxMessage.platform) == platform, col(OutboxMessage.chat_id).in_(chats)
+            )
+        ).rowcount  # type: ignore[attr-defined]
+        named = or_(
+            *(cast(col(OutboxMessage.message), Text).like(f"%{n}%", escape="!") for n in needles)
+        )
+        for out_id, message in self.s.execute(
+            select(col(OutboxMessage.id), col(OutboxMessage.message)).where(
+                col(OutboxMessage.status) != "pending", named
+            )
+        ).all():
+            self.s.execute(
+                update(OutboxMessage)
+                .where(col(OutboxMessage.id) == out_id)
+                .values(message=_redacted_message(message))
+            )
+
+        # 3. Their dialogue state. The row in use by this very event is emptied now (the
+        # dispatcher saves it after the handler) and deleted by the next sweep.
+        keep_id = current_dialogue.id if current_dialogue is not None else None
+        deleted = self.s.execute(
+            delete(Dialogue).where(
+                col(Dialogue.platform) == platform,
+                or_(col(Dialogue.user_id) == user_id, col(Dialogue.chat_id).in_(chats)),
+                col(Dialogue.id) != (keep_id if keep_id is not None else -1),
+            )
+        ).rowcount  # type: ignore[attr-defined]
+        if current_dialogue is not None:
+            current_dialogue.state = "idle"
+            current_dialogue.data = {}
+            self.s.add(current_dialogue)
+
+        # 4. Rows that exist only for them, in every feature's tables.
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            if table.name in KEPT_FOR_STATISTICS or table.name in EXPLICIT:
+                continue
+            conditions = []
+            if "citizen_id" in table.c:
+                conditions.append(table.c.citizen_id == citizen.id)
+            if "platform" in table.c and "chat_id" in table.c:
+                conditions.append(
+                    (table.c.platform == platform) & table.c.chat_id.in_(sorted(chats))
+                )
+            if conditions:
+                deleted += self.s.execute(delete(table).where(or_(*conditions))).rowcount  # type: ignore[attr-defined]
+        deleted += self.s.execute(
+            delete(Moderator).where(
+                col(Moderator.platform) == platform, col(Moderator.platform_user_id) == user_id
+            )
+        ).rowcount  # type: ignore[attr-defined]
+
+        # 5. Their name in the audit log.
+        self.s.execute(
+            update(AuditEntry)
+            .where(
+                or_(
+                    col(AuditEntry.target_key) == key,
+                    col(AuditEntry.target).like(f"%{needles[1]}%", escape="!"),
+                    col(AuditEntry.target).like(f"%{citizen.pseudonym}%"),
+                )
+            )
+            .values(target="[erased]")
+        )
+
+        # 6. The tombstone.
+        citizen.platform_user_id = None
+        citizen.display_name = None
+        citizen.locale = None
+        citizen.reachable = False
+        citizen.pseudonym = ERASED_PREFIX + secrets.token_hex(8)
+        self.s.add(citizen)
+
+        # 7. The log, by one-way id only.
+        residue: dict[str, Any] = {}
+        if current_inbox_id is not None:
+            residue["inbox_id"] = current_inbox_id
+        if keep_id is not None:
+            residue["dialogue_ids"] = [keep_id]
+        erasure = self.s.execute(select(Erasure).where(col(Erasure.subject_key) == key)).scalar()
+        if erasure is None:
+            erasure = Erasure(subject_key=key, erased_at=self.now)
+        erasure.erased_at = self.now
+        erasure.residue = residue or None
+        erasure.residue_pending = bool(residue)
+        self.s.add(erasure)
+        self.s.flush()
+        _append_log(erasure_log_path(self.settings), self.now, key)
+        return ErasureReport(key, len(inbox_rows), removed, deleted)
+
+    def sweep(self, *, keep_dialogue_id: int | None = None) -> int:
+        """Purge what erasures left behind: the farewell reply once it has been delivered, and
+        the dialogue row the /forget event was using. Returns how many erasures are complete."""
+        done = 0
+        for erasure in self.s.execute(
+            select(Erasure).where(col(Erasure.residue_pending).is_(True)).limit(20)
+        ).scalars():
+            residue = dict(erasure.residue or {})
+            inbox_id = residue.get("inbox_id")
+            if inbox_id is not None:
+                self.s.execute(
+                    delete(OutboxMessage).where(
+                        col(OutboxMessage.inbox_id) == inbox_id,
+                        col(OutboxMessage.status) != "pending",
+                    )
+                )
+                waiting = self.s.execute(
+                    select(func.count())
+                    .select_from(OutboxMessage)
+                    .where(col(OutboxMessage.inbox_id) == inbox_id)
+                ).scalar_one()
+                if not waiting:
+                    residue.pop("inbox_id")
+            dialogue_ids = [d for d in residue.get("dialogue_ids", []) if d != keep_dialogue_id]
+            if dialogue_ids:
+                self.s.execute(delete(Dialogue).where(col(Dialogue.id).in_(dialogue_ids)))
+            residue.pop("dialogue_ids", None)
+            erasure.residue = residue or None
+            erasure.residue_pending = bool(residue)
+            self.s.add(erasure)
+            done += not residue
+        return done
+
+    def reapply(self, keys: Iterable[str]) -> int:
+        """After a restore: erase again every citizen whose one-way id is in ``keys`` (the
+        erasure log). Returns how many citizens were erased."""
+        wanted = set(keys)
+        secret = privacy_secret(self.settings)
+        count = 0
+        for citizen in list(
+            self.s.execute(
+                select(Citizen).where(col(Citizen.platform_user_id).is_not(None))
+            ).scalars()
+        ):
+            assert citizen.platform_user_id is not None
+            if one_way_id(secret, citizen.platform, citizen.platform_user_id) in wanted:
+                self.erase(citizen)
+                count += 1
+        known = set(self.s.execute(select(col(Erasure.subject_key))).scalars())
+        for key in sorted(wanted - known):
+            self.s.add(Erasure(subject_key=key, erased_at=self.now))
+        return count
+
+    def expire(self, months: int) -> int:
+        """Erase the citizens who have not written for ``months`` months."""
+        limit = self.now - timedelta(days=30 * months)
+        stale = list(
+            self.s.execute(
+                select(Citizen).where(
+                    col(Citizen.platform_user_id).is_not(None), col(Citizen.last_seen_at) < limit
+                )
+            ).scalars()
+        )
+        for citizen in stale:
+            self.erase(citizen)
+        return len(stale)
+
+
+def _redacted_message(message: dict[str, Any]) -> dict[str, Any]:
+    """An outbox message with its content removed (its subject kept: reactions to it still
+    map to the contribution it showed)."""
+    return {
+        "chat_id": "",
+        "text": {"blocks": [{"spans": [{"text": "[erased]"}], "kind": "p"}]},
+        "keyboard": [],
+        "attachment": None,
+        "edit": None,
+        "reply_to": None,
+        "notice": None,
+        "subject": message.get("subject"),
+        "answers": None,
+    }
