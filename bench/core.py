@@ -73,7 +73,8 @@ def core_run(
 
     def script(user: str) -> list[Payload]:
         return [
-            command("/start"), command("/participate"),
+            # /accept: the privacy notice, accepted before taking part (issue 6).
+            command("/start"), command("/accept"), command("/participate"),
             TextMessage(f"Contribution de {user} à la première question, avec des détails."),
             command("/confirm"),
             TextMessage(f"Une réussite locale racontée par {user}."), command("/confirm"),
@@ -82,7 +83,7 @@ def core_run(
     steps = {user: script(user) for user in users}
     started = time.perf_counter()
     participation_events = 0
-    for step in range(6):  # everybody's first step, then everybody's second step…
+    for step in range(7):  # everybody's first step, then everybody's second step…
         round_events = [event(user, steps[user][step]) for user in users]
         deliver(round_events)
         participation_events += len(round_events)

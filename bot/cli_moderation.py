@@ -100,7 +100,7 @@ def sweep() -> None:
             service = PrivacyService(
                 Repos(application.db, session), application.clock(), application.settings
             )
-            done = service.sweep()
+            waiting = service.sweep()
     finally:
         application.close()
-    typer.echo(f"{done} erasures complete")
+    typer.echo(f"done; {waiting} erasures still wait for their farewell to be delivered")

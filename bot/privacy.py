@@ -496,8 +496,9 @@ class PrivacyService:
 
     def sweep(self, *, keep_dialogue_id: int | None = None) -> int:
         """Purge what erasures left behind: the farewell reply once it has been delivered, and
-        the dialogue row the /forget event was using. Returns how many erasures are complete."""
-        done = 0
+        the dialogue row the /forget event was using. Returns how many erasures still wait
+        (their farewell is not delivered yet)."""
+        waiting = 0
         for erasure in self.s.execute(
             select(Erasure).where(col(Erasure.residue_pending).is_(True)).limit(20)
         ).scalars():
@@ -524,8 +525,8 @@ class PrivacyService:
             erasure.residue = residue or None
             erasure.residue_pending = bool(residue)
             self.s.add(erasure)
-            done += not residue
-        return done
+            waiting += bool(residue)
+        return waiting
 
     def reapply(self, keys: Iterable[str]) -> int:
         """After a restore: erase again every citizen whose one-way id is in ``keys`` (the

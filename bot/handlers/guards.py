@@ -136,12 +136,31 @@ def _event_consultations(ctx: Ctx, svc: ModerationService) -> set[int]:
         return set()
 
 
+# Commands whose answer depends on the sender's role without requiring one.
+ROLE_AWARE = frozenset({"help", "whoami"})
+
+
+def _needs_role(ctx: Ctx) -> bool:
+    """Whether this event's handling depends on being a moderator: a command or button that
+    requires it, or one that shows what the sender may do. Other events (texts, supports,
+    comments...) skip the moderator lookup."""
+    payload = ctx.event.payload
+    if isinstance(payload, CommandMessage):
+        spec = ctx.dispatcher.commands.get(payload.name)
+        return spec is not None and (spec.role >= Role.MODERATOR or spec.name in ROLE_AWARE)
+    action = event_action(ctx)
+    if action is None:
+        return False
+    entry = ctx.dispatcher.actions.get(action.verb)
+    return entry is not None and (entry[2] >= Role.MODERATOR or action.verb in ROLE_AWARE)
+
+
 def roles(ctx: Ctx, nxt: Next) -> list[OutboundMessage]:
     svc = ModerationService(ctx.repos, ctx.now, ctx.dispatcher.settings)
     ev = ctx.event.context
     if ctx.new_citizen:
         svc.carry_bans(ctx.citizen)
-    if ctx.role < Role.MODERATOR:
+    if ctx.role < Role.MODERATOR and _needs_role(ctx):
         moderated = svc.moderated(ev.platform, ev.user_id)
         if moderated and moderated & _event_consultations(ctx, svc):
             ctx.role = Role.MODERATOR
@@ -206,8 +225,16 @@ def flood(ctx: Ctx, nxt: Next) -> list[OutboundMessage]:
 
 def privacy(ctx: Ctx, nxt: Next) -> list[OutboundMessage]:
     svc = PrivacyService(ctx.repos, ctx.now, ctx.dispatcher.settings)
-    svc.sweep(keep_dialogue_id=ctx.dialogue.id)
-    if participation_verb(ctx) is None or svc.has_accepted(ctx.citizen):
+    known = privacy_handlers.hints(ctx)
+    if known.residue:
+        known.residue = svc.sweep(keep_dialogue_id=ctx.dialogue.id) > 0
+    if participation_verb(ctx) is None or ctx.citizen.id in known.consented:
+        return nxt(ctx)
+    if svc.has_accepted(ctx.citizen):
+        if len(known.consented) > 100_000:
+            known.consented.clear()
+        assert ctx.citizen.id is not None
+        known.consented.add(ctx.citizen.id)
         return nxt(ctx)
     return [privacy_handlers.gate_reply(ctx, _resume(ctx))]
 

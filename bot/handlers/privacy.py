@@ -4,6 +4,8 @@ part), ``/mydata`` (a JSON file of everything stored about you) and ``/forget``.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from weakref import WeakKeyDictionary
 
 from bot.actions import pack
 from bot.handlers import views
@@ -11,9 +13,28 @@ from bot.i18n import N_, fmt_datetime
 from bot.i18n import gettext as _
 from bot.messages import ActionPressed, Attachment, Button, OutboundMessage, RichText, b, i
 from bot.privacy import NOTICE_VERSION, PrivacyService
-from bot.router import Ctx, Reply, Router
+from bot.router import Ctx, Dispatcher, Reply, Router
 
 router = Router("privacy")
+
+
+@dataclass
+class _Hints:
+    """What this process already knows, to save a query per event (never a permission: a
+    consent, once given for a version, stays given; a residue flag only delays a purge)."""
+
+    residue: bool = True  # erasures may have left something to sweep (unknown at start)
+    consented: set[int] = field(default_factory=set)  # citizen ids (current notice version)
+
+
+_hints: WeakKeyDictionary[Dispatcher, _Hints] = WeakKeyDictionary()
+
+
+def hints(ctx: Ctx) -> _Hints:
+    found = _hints.get(ctx.dispatcher)
+    if found is None:
+        found = _hints[ctx.dispatcher] = _Hints()
+    return found
 
 
 def service(ctx: Ctx) -> PrivacyService:
@@ -175,6 +196,7 @@ def forget(ctx: Ctx) -> Reply:
         current_dialogue=ctx.dialogue,
         current_chat=ev.chat_id if ctx.private else None,
     )
+    hints(ctx).residue = True  # the farewell below is purged once delivered
     return ctx.reply(
         RichText().p(
             _(
