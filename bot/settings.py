@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     matrix_broadcast_chat_interval: float = Field(default=5.0, ge=0)
     matrix_broadcast_group_per_minute: float = Field(default=12.0, gt=0)
     broadcast_per_second: float = Field(default=50.0, gt=0)
+    # Each message of a broadcast is marked before and after it is sent (a crash of the process
+    # leaves at most the one in flight in doubt); the marks are also forced to disk at least
+    # this often (seconds), so a power cut can only resend the messages of that interval.
+    # 0: force every mark to disk (one fsync per message).
+    broadcast_durable_interval: float = Field(default=0.05, ge=0)
 
     @classmethod
     def settings_customise_sources(

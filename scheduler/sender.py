@@ -107,7 +107,7 @@ class BroadcastSender:
     async def _record_done(self) -> None:
         if self._done is not None:
             done, self._done = self._done, None
-            await self.runtime.call(self.outbox.step, done, None)
+            await self.runtime.call(self.outbox.step, done, None, lane=self.platform)
 
     # ------------------------------------------------------------------ sending
 
@@ -175,7 +175,9 @@ class BroadcastSender:
         """Send one part; True if it went out."""
         await self._take_overall()
         done, self._done = self._done, None
-        claimed = await self.runtime.call(self.outbox.step, done, (item.delivery_id, part))
+        claimed = await self.runtime.call(
+            self.outbox.step, done, (item.delivery_id, part), lane=self.platform
+        )
         if not claimed:
             return False  # another sender has it, or it changed
         message = replace(item.parts[part], chat_id=item.chat_id)

@@ -80,7 +80,10 @@ class SchedulerService:
         )
         self.runner = ScheduleRunner(app.db, app.clock, self.config)
         self.outbox = BroadcastOutbox(
-            app.db, app.clock, typed_command=app.dispatcher.typed_command
+            app.db,
+            app.clock,
+            typed_command=app.dispatcher.typed_command,
+            durable_interval=settings.broadcast_durable_interval,
         )
         self.senders = {
             platform: BroadcastSender(
