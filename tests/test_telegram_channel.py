@@ -10,7 +10,7 @@ import io
 import logging
 
 import segno
-from sqlmodel import select
+from sqlmodel import delete, select
 from typer.testing import CliRunner
 
 from adapters.telegram.channel import MAX_TEXT, split_text, visible_length
@@ -19,6 +19,7 @@ from bot.i18n import gettext, use_locale
 from bot.messages import RichText, Span, b, render_html
 from bot.router import Role
 from storage.models import InboxEvent, Visit
+from storage.models_moderation import Moderator, ModeratorChat
 from tests.conftest import make_app
 from tests.support.bot_api_server import BotApiServer, SentRecord
 from tests.support.telegram import running_bot
@@ -265,6 +266,48 @@ async def test_commands_menu_per_language_scope_and_administrators(sqlite_url, c
             assert chats == {"chat:4242"}
     finally:
         app.close()
+
+
+def chat_menus(server: BotApiServer) -> dict[str, list[str]]:
+    """Chat-scoped menus as set on the server (default language), by chat."""
+    return {
+        key.split(":", 1)[1]: [c["command"] for c in commands]
+        for (key, language), commands in server.commands.items()
+        if key.startswith("chat:") and language == ""
+    }
+
+
+async def test_moderators_get_their_menu_in_their_chats_and_lose_it_with_the_role(app, clock):
+    moderator = [c.name for c in app.dispatcher.visible_commands(Role.MODERATOR)]
+    assert moderator != [c.name for c in app.dispatcher.visible_commands(Role.CITIZEN)]
+    with app.db.session() as s:
+        s.add(Moderator(consultation_id=1, platform="telegram", platform_user_id="5151",
+                        created_at=clock()))  # fmt: skip
+        s.add(Moderator(consultation_id=1, platform="matrix", platform_user_id="@m:x.org",
+                        created_at=clock()))  # fmt: skip
+        s.add(ModeratorChat(consultation_id=1, platform="telegram", chat_id="-100999",
+                            created_at=clock()))  # fmt: skip
+    async with BotApiServer(bot_username=BOT) as server:
+        async with running_bot(app, server, menu_refresh=0.1):
+            assert chat_menus(server) == {"5151": moderator, "-100999": moderator}
+            scoped = server.get_commands({"type": "chat", "chat_id": 5151}, "fr")
+            assert scoped[0]["description"] == tr(
+                "fr", "Open the consultation (its card, dates and status)"
+            )
+            # The role is withdrawn while the bot runs: the menu goes at the next refresh.
+            with app.db.session() as s:
+                s.exec(delete(Moderator).where(Moderator.platform_user_id == "5151"))
+            await server.wait_until(
+                lambda: all(key != "chat:5151" for key, _language in server.commands), 5
+            )
+            sets = len(server.calls("setMyCommands"))
+            await asyncio.sleep(0.3)  # unchanged roles: nothing is sent again
+            assert len(server.calls("setMyCommands")) == sets
+        # ... or while the bot is down: it is taken back at the next start.
+        with app.db.session() as s:
+            s.exec(delete(ModeratorChat))
+        async with running_bot(app, server):
+            assert chat_menus(server) == {}
 
 
 # --------------------------------------------------------------------------- deep links

@@ -111,6 +111,8 @@ def _block_length(block: Block) -> int:
 
 def split_text(rt: RichText, limit: int = MAX_TEXT) -> list[RichText]:
     """Split on block boundaries so each part renders to at most ``limit`` characters."""
+    if visible_length(rt) <= limit:
+        return [rt]
     parts: list[RichText] = []
     current: list[Block] = []
     for block in rt.blocks:

@@ -4,15 +4,21 @@
   default locale, for every other Telegram language).
 - Groups: the same without the private-only commands (participation happens in private).
 - Moderators and administrators: their own list in their private chat with the bot
-  (``BotCommandScopeChat``), which Telegram prefers over the general lists. Call
-  :func:`set_chat_commands` with the chat ids and the role whenever moderators change.
+  (``BotCommandScopeChat``), which Telegram prefers over the general lists, and the moderators'
+  list in the moderators' chats (``/modchat``). :func:`desired_menus` says which chat gets which
+  menu (administrators from ``settings.admins``, moderators and moderators' chats from the
+  database); the service applies the differences at start and then every minute, remembering
+  what it set in ``ChannelState`` so a moderator removed while the bot was down loses the menu
+  too. :func:`set_chat_commands` does it for a list of chats and a role.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 
+from sqlmodel import select
 from telegram import (
     Bot,
     BotCommand,
@@ -25,6 +31,8 @@ from telegram import (
 from bot.i18n import SUPPORTED, use_locale
 from bot.i18n import gettext as _
 from bot.router import CommandSpec, Dispatcher, Role
+from storage.db import Database
+from storage.models_moderation import Moderator, ModeratorChat
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +100,38 @@ async def set_chat_commands(
         await _set(bot, command_list(dispatcher, role, default_locale), scope, None)
         for locale in SUPPORTED:
             await _set(bot, command_list(dispatcher, role, locale), scope, locale)
+
+
+# ChannelState key: the per-chat menus this bot has set, {chat id: signature}.
+MENUS_KEY = "telegram:chat-menus"
+
+
+def menu_signature(dispatcher: Dispatcher, role: Role, default_locale: str) -> str:
+    """Changes when the role's menu changes (a role, a command or a translation)."""
+    parts = [str(int(role))]
+    for locale in (default_locale, *SUPPORTED):
+        parts += [f"{c.command}={c.description}" for c in command_list(dispatcher, role, locale)]
+    return f"{int(role)}:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def desired_menus(
+    db: Database, admins: Iterable[int], platform: str = "telegram"
+) -> dict[str, Role]:
+    """Which chat shows which role's menu: moderators' private chats and the moderators'
+    chats get the moderators' menu; administrators (``settings.admins``) get theirs."""
+    out: dict[str, Role] = {}
+    with db.session() as session:
+        for user_id in session.exec(
+            select(Moderator.platform_user_id).where(Moderator.platform == platform)
+        ).all():
+            out[str(user_id)] = Role.MODERATOR
+        for chat_id in session.exec(
+            select(ModeratorChat.chat_id).where(ModeratorChat.platform == platform)
+        ).all():
+            out[str(chat_id)] = Role.MODERATOR
+    for admin in admins:
+        out[str(admin)] = Role.ADMIN
+    return out
 
 
 def admin_chat_ids(admins: Iterable[str]) -> list[int]:

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
@@ -36,7 +37,14 @@ from telegram import error as tg_error
 from telegram.request import HTTPXRequest
 
 from adapters.telegram.channel import TelegramChannel, _retry_seconds, telegram_pace
-from adapters.telegram.commands import admin_chat_ids, set_chat_commands, set_default_commands
+from adapters.telegram.commands import (
+    MENUS_KEY,
+    admin_chat_ids,
+    desired_menus,
+    menu_signature,
+    set_chat_commands,
+    set_default_commands,
+)
 from adapters.telegram.translate import (
     ALLOWED_UPDATES,
     MAX_FILE_BYTES,
@@ -160,6 +168,7 @@ class TelegramService:
         admins: Iterable[str] = (),
         default_locale: str = "fr",
         set_commands: bool = True,
+        menu_refresh: float = 60.0,
         stop_grace: float = 2.0,
     ) -> None:
         if mode not in ("polling", "webhook"):
@@ -179,6 +188,7 @@ class TelegramService:
         self.default_locale = default_locale
         self.set_commands = set_commands
         self.stop_grace = stop_grace
+        self.menu_refresh = menu_refresh
         self._token_filter = _RedactToken(token)
         _protect_logs(self._token_filter)  # before the Bot exists: it logs its URLs
         self.bot = _RawBot(
@@ -207,7 +217,7 @@ class TelegramService:
         sending = asyncio.ensure_future(self.sender.run(stop))
         try:
             receiver = self._poll(stop) if self.mode == "polling" else self._serve_webhook(stop)
-            await asyncio.gather(receiver, self._process(stop))
+            await asyncio.gather(receiver, self._process(stop), self._refresh_menus(stop))
         finally:
             # The sender finishes its flush (or the message in flight) only so long: a backlog
             # stays in the outbox for the next start. A message cut off between sending and
@@ -262,19 +272,55 @@ class TelegramService:
                 raise _Stopped
 
     async def _commands(self) -> None:
-        """The commands menu; a failure here never prevents the bot from answering."""
-        dispatcher = self.app.dispatcher
+        """The commands menus; a failure here never prevents the bot from answering."""
         try:
-            await set_default_commands(self.bot, dispatcher, self.default_locale)
+            await set_default_commands(self.bot, self.app.dispatcher, self.default_locale)
         except tg_error.TelegramError as exc:
             log.warning("could not set the commands menu: %s", exc)
-        for chat_id in self.admins:
+        await self._chat_menus()
+
+    async def _chat_menus(self) -> None:
+        """Give moderators' and administrators' chats their menu, take it back from those who
+        lost the role; only the differences with what was set before are sent."""
+        dispatcher = self.app.dispatcher
+        try:
+            desired = await self.runtime.call(desired_menus, self.app.db, self.admins, PLATFORM)
+            stored = await self.runtime.call(self.engine.channel_state, MENUS_KEY)
+        except Exception:
+            log.exception("could not read the moderators for the commands menus")
+            return
+        previous: dict[str, str] = json.loads(stored) if stored else {}
+        applied = dict(previous)
+        signatures = {
+            role: menu_signature(dispatcher, role, self.default_locale)
+            for role in set(desired.values())
+        }
+        changes = [
+            (chat, role)
+            for chat, role in desired.items()
+            if previous.get(chat) != signatures[role]
+        ]
+        changes += [(chat, Role.CITIZEN) for chat in previous if chat not in desired]
+        for chat, role in changes:
             try:
-                await set_chat_commands(
-                    self.bot, dispatcher, [chat_id], Role.ADMIN, self.default_locale
-                )
+                await set_chat_commands(self.bot, dispatcher, [chat], role, self.default_locale)
             except tg_error.TelegramError as exc:
-                log.warning("could not set the administrators' menu in one chat: %s", exc)
+                # e.g. a moderator who never opened the bot: tried again at the next refresh.
+                log.warning("could not set the %s menu in one chat: %s", role.name, exc)
+                continue
+            if role == Role.CITIZEN:
+                applied.pop(chat, None)
+            else:
+                applied[chat] = signatures[role]
+        if applied != previous:
+            value = json.dumps(applied, sort_keys=True)
+            await self.runtime.call(self.engine.ingest_batch, [], {MENUS_KEY: value})
+
+    async def _refresh_menus(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await _sleep(self.menu_refresh, stop)
+            if not stop.is_set() and self.set_commands:
+                await self._chat_menus()
 
     # ------------------------------------------------------------------ receiving
 
