@@ -277,18 +277,17 @@ class TelegramService:
             await set_default_commands(self.bot, self.app.dispatcher, self.default_locale)
         except tg_error.TelegramError as exc:
             log.warning("could not set the commands menu: %s", exc)
-        await self._chat_menus()
+        try:
+            await self._chat_menus()
+        except Exception:
+            log.exception("could not set the moderators' commands menus")
 
     async def _chat_menus(self) -> None:
         """Give moderators' and administrators' chats their menu, take it back from those who
         lost the role; only the differences with what was set before are sent."""
         dispatcher = self.app.dispatcher
-        try:
-            desired = await self.runtime.call(desired_menus, self.app.db, self.admins, PLATFORM)
-            stored = await self.runtime.call(self.engine.channel_state, MENUS_KEY)
-        except Exception:
-            log.exception("could not read the moderators for the commands menus")
-            return
+        desired = await self.runtime.call(desired_menus, self.app.db, self.admins, PLATFORM)
+        stored = await self.runtime.call(self.engine.channel_state, MENUS_KEY)
         previous: dict[str, str] = json.loads(stored) if stored else {}
         applied = dict(previous)
         signatures = {
@@ -305,8 +304,9 @@ class TelegramService:
             try:
                 await set_chat_commands(self.bot, dispatcher, [chat], role, self.default_locale)
             except tg_error.TelegramError as exc:
-                # e.g. a moderator who never opened the bot: tried again at the next refresh.
-                log.warning("could not set the %s menu in one chat: %s", role.name, exc)
+                # Typically a moderator who never opened the bot ("chat not found"): tried
+                # again at the next refresh.
+                log.info("could not set the %s menu in one chat: %s", role.name, exc)
                 continue
             if role == Role.CITIZEN:
                 applied.pop(chat, None)
@@ -320,7 +320,10 @@ class TelegramService:
         while not stop.is_set():
             await _sleep(self.menu_refresh, stop)
             if not stop.is_set() and self.set_commands:
-                await self._chat_menus()
+                try:
+                    await self._chat_menus()
+                except Exception:  # never let the menus stop the bot
+                    log.exception("refreshing the commands menus failed")
 
     # ------------------------------------------------------------------ receiving
 
