@@ -10,7 +10,7 @@ are ``scale`` times Telegram's, so the run takes minutes instead of an hour.
 In the same run, a naive sender (every message at once, 32 in flight, no pacing) sends to
 ``--naive`` recipients, for comparison.
 
-    .venv/bin/python bench/broadcast.py [--recipients 100000] [--scale 24] [--naive 10000]
+    .venv/bin/python bench/broadcast.py [--recipients 100000] [--scale 10] [--naive 20000]
 
 Goals: achieved rate ≥ 0.9 × the configured rate, and no 429.
 """
@@ -62,7 +62,7 @@ def start_server(scale: float) -> tuple[subprocess.Popen[str], dict[str, str]]:
 
 
 def server_state(url: str) -> dict[str, object]:
-    with urllib.request.urlopen(f"{url}/_test/state") as response:  # noqa: S310 (loopback)
+    with urllib.request.urlopen(f"{url}/_test/state") as response:
         return json.loads(response.read())["result"]["stats"]  # type: ignore[no-any-return]
 
 
@@ -106,8 +106,12 @@ async def paced(app: object, info: dict[str, str], scale: float) -> tuple[int, f
     from bot.runtime import Runtime
     from scheduler.sender import BroadcastSender
 
-    pace = Pace(per_second=25 * scale, per_chat_interval=1 / scale, per_group_per_minute=20 * scale)
-    bot = Bot(info["token"], base_url=info["base_url"], request=HTTPXRequest(connection_pool_size=4))
+    pace = Pace(
+        per_second=25 * scale, per_chat_interval=1 / scale, per_group_per_minute=20 * scale
+    )
+    bot = Bot(
+        info["token"], base_url=info["base_url"], request=HTTPXRequest(connection_pool_size=4)
+    )
     runtime = Runtime(app)  # type: ignore[arg-type]
     async with bot:
         channel = TelegramChannel(bot, pace)
@@ -126,7 +130,9 @@ async def naive(info: dict[str, str], count: int) -> tuple[int, float, int]:
     from telegram.error import RetryAfter
     from telegram.request import HTTPXRequest
 
-    bot = Bot(info["token"], base_url=info["base_url"], request=HTTPXRequest(connection_pool_size=32))
+    bot = Bot(
+        info["token"], base_url=info["base_url"], request=HTTPXRequest(connection_pool_size=32)
+    )
     ok = throttled = 0
     semaphore = asyncio.Semaphore(32)
 
@@ -134,7 +140,9 @@ async def naive(info: dict[str, str], count: int) -> tuple[int, float, int]:
         nonlocal ok, throttled
         async with semaphore:
             try:
-                await bot.send_message(chat_id, "<b>Réunion publique</b> jeudi", parse_mode=ParseMode.HTML)
+                await bot.send_message(
+                    chat_id, "<b>Réunion publique</b> jeudi", parse_mode=ParseMode.HTML
+                )
                 ok += 1
             except RetryAfter:
                 throttled += 1
@@ -149,8 +157,8 @@ async def naive(info: dict[str, str], count: int) -> tuple[int, float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipients", type=int, default=100_000)
-    parser.add_argument("--scale", type=float, default=24.0, help="time compression")
-    parser.add_argument("--naive", type=int, default=10_000, help="recipients of the naive run")
+    parser.add_argument("--scale", type=float, default=10.0, help="time compression")
+    parser.add_argument("--naive", type=int, default=20_000, help="recipients of the naive run")
     args = parser.parse_args()
 
     configured = 25 * args.scale
@@ -159,7 +167,7 @@ def main() -> None:
         f"our pace {configured:,.0f}/s (25/s in Telegram time)"
     )
     with tempfile.TemporaryDirectory(prefix="parlons-bench-") as tmp:
-        app, broadcast_id = prepare(Path(tmp) / "bench.sqlite3", args.recipients)
+        app, _broadcast_id = prepare(Path(tmp) / "bench.sqlite3", args.recipients)
         proc, info = start_server(args.scale)
         try:
             sent, elapsed, throttled = asyncio.run(paced(app, info, args.scale))
@@ -173,7 +181,7 @@ def main() -> None:
                 f"(client saw {throttled})"
             )
             if args.naive:
-                ok, n_elapsed, n_throttled = asyncio.run(naive(info, args.naive))
+                ok, n_elapsed, _n_throttled = asyncio.run(naive(info, args.naive))
                 naive_429 = int(responses(info["url"]).get("429", 0)) - server_429
                 print(
                     f"naive : {args.naive:,} attempts in {n_elapsed:.1f} s: {ok:,} delivered "

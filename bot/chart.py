@@ -1,8 +1,8 @@
 """A PNG bar chart of the most supported contributions. Pure: values in, PNG bytes out.
 
 Uses matplotlib's object API with the Agg canvas (no pyplot, no global state, no display), so it
-is safe in any thread. Labels are user text: math rendering is turned off for every text so a
-``$`` is shown as written.
+is safe in any thread; matplotlib is imported on first use. Labels are user text: math rendering
+is turned off for every text so a ``$`` is shown as written.
 """
 
 from __future__ import annotations
@@ -10,10 +10,6 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 MAX_BARS = 10
 LABEL_CHARS = 48
@@ -32,6 +28,11 @@ def shorten(text: str, limit: int = LABEL_CHARS) -> str:
 
 def bar_chart(title: str, bars: Sequence[Bar], *, xlabel: str, empty: str) -> bytes:
     """Horizontal bars, the largest on top. ``empty`` is shown when there is nothing to plot."""
+    # Imported here: matplotlib takes a second to import, and only the closing needs it.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     bars = list(bars)[:MAX_BARS]
     height = 1.6 + 0.45 * max(len(bars), 2)
     fig = Figure(figsize=(9, height), dpi=100)

@@ -151,7 +151,7 @@ def consultation_doc(
 def scheduler_app(
     url: str, clock: Callable[[], datetime], *docs: ConsultationDocument, **kw: object
 ) -> App:
-    settings = Settings(database_url=url, admins=[ADMIN], **kw)  # type: ignore[arg-type]
+    settings = Settings(database_url=url, **{"admins": [ADMIN], **kw})  # type: ignore[arg-type]
     app = build_app(settings, clock=clock)
     for doc in docs:
         app.import_consultation(doc)
