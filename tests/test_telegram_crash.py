@@ -33,10 +33,10 @@ from tests.support.bot_api_server import BotApiServer
 from tests.support.telegram import consent_command
 
 BOT = "parlons_test_bot"
-CITIZENS = 150
+CITIZENS = 140
 FIRST_USER = 50_000
-KILL_BUDGET = 14  # kills, then the bot runs to completion
-FEED_RATE = 70.0  # updates a second: the feed spans many kill-restart cycles
+KILLS_PER_PHASE = 7  # kills while contributions arrive, and as many for supports/comments
+FEED_RATE = 80.0  # updates a second: the feed spans many kill-restart cycles
 TIMEOUT = 150.0
 
 
@@ -212,29 +212,35 @@ async def chaos(
     db: Db,
     rng: random.Random,
     fed: asyncio.Task[object],
+    phase: dict[str, str],
     deadline: float,
 ) -> tuple[int, int]:
-    """Start the bot and kill it at a random moment once it is receiving, again and again while
-    updates are fed or work is pending; after KILL_BUDGET kills it is left to finish.
+    """Keep the bot running, and kill it at random moments once it is receiving: up to
+    KILLS_PER_PHASE times in each phase of the feed, then let it work until the next phase.
     Returns (kills, kills that hit pending work)."""
-    kills = busy = 0
+    kills: Counter[str] = Counter()
+    busy = 0
     while True:
-        polls = len(server.calls("getUpdates"))
-        await bot.start()
-        if kills >= KILL_BUDGET:
-            return kills, busy
-        # Wait until this process is receiving (so kills hit real work, not only start-up)...
-        while len(server.calls("getUpdates")) == polls and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        # ...then kill it at a random moment.
-        await asyncio.sleep(rng.uniform(0.05, 1.2))
+        assert time.monotonic() < deadline, "the crash test took too long"
+        if bot.proc is None or bot.proc.returncode is not None:
+            polls = len(server.calls("getUpdates"))
+            await bot.start()
+            # Wait until this process is receiving (so kills hit real work, not start-up).
+            while len(server.calls("getUpdates")) == polls and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        current = phase["name"]
+        if kills[current] >= KILLS_PER_PHASE:
+            if fed.done():
+                return sum(kills.values()), busy
+            await asyncio.sleep(0.1)  # let it work until the next phase
+            continue
+        await asyncio.sleep(rng.uniform(0.05, 1.2))  # a random moment
         pending = bool(server.pending_updates) or db.pending_inbox() > 0
         if fed.done() and not pending:
-            return kills, busy  # done: leave it running
+            return sum(kills.values()), busy  # all done: leave it running
         await bot.kill()
-        kills += 1
+        kills[current] += 1
         busy += pending
-        assert time.monotonic() < deadline, "the crash test took too long"
 
 
 async def settled(server: BotApiServer, db: Db, deadline: float) -> None:
@@ -272,6 +278,8 @@ async def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
         )
         bot = BotProcess(env, tmp_path)
 
+        phase = {"name": "contributions"}
+
         async def feeder() -> None:
             steps, expected["contributions"] = phase_a(rng, consent)
             await feed(server, steps)
@@ -283,10 +291,11 @@ async def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
             authors = {cid: int(citizen_of[citizen]) for cid, citizen, _text in rows}
             steps, expected["supports"], expected["comments"] = phase_b(rng, ids, authors)
             print(f"\nphase A settled at {time.monotonic() - started:.1f}s")
+            phase["name"] = "supports and comments"
             await feed(server, steps)
 
         fed = asyncio.ensure_future(feeder())
-        kills, busy = await chaos(server, bot, db, rng, fed, deadline)
+        kills, busy = await chaos(server, bot, db, rng, fed, phase, deadline)
         await fed
         await settled(server, db, deadline)
         print(f"all settled at {time.monotonic() - started:.1f}s")
@@ -330,7 +339,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
     )
     updates = len(server.injected)
     assert updates >= 2000
-    assert kills >= 8 and busy >= 5, f"{kills} kills ({busy} with work pending): too few"
+    assert kills >= 10 and busy >= 6, f"{kills} kills ({busy} with work pending): too few"
     elapsed = time.monotonic() - started
     print(f"{updates} updates, {kills} SIGKILLs ({busy} with work pending), {bot.starts} starts")
     print(f"{elapsed:.1f}s")
