@@ -47,7 +47,9 @@ def with_button(records: list[SentRecord], data: str) -> SentRecord:
 
 
 @pytest.mark.parametrize("lang", ["fr", "en"])
-async def test_citizen_journey(app, lang):
+async def test_citizen_journey(any_app, lang):
+    """On SQLite and PostgreSQL (where the runtime has several database threads)."""
+    app = any_app
     other = "en" if lang == "fr" else "fr"
     content = DOC.localized(lang)
     alice, bob = 1001, 1002
@@ -149,7 +151,8 @@ async def test_citizen_journey(app, lang):
         assert visits[citizens["1002"].id] is None
 
 
-async def test_every_update_is_answered_once_even_when_sent_while_the_bot_was_down(app):
+async def test_every_update_is_answered_once_even_when_sent_while_the_bot_was_down(any_app):
+    app = any_app
     async with BotApiServer(bot_username=BOT) as server:
         # Citizens write before the bot starts: nothing is dropped.
         for user in range(3001, 3011):
