@@ -12,8 +12,8 @@ import storage.models  # noqa: F401
 from storage.db import Database
 
 
-def test_migrated_schema_matches_the_models(db_url):
-    db = Database(db_url)
+def test_migrated_schema_matches_the_models(empty_db_url):
+    db = Database(empty_db_url)
     db.upgrade()
     with db.engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
@@ -22,16 +22,16 @@ def test_migrated_schema_matches_the_models(db_url):
     assert diff == [], f"models and migrations disagree: {diff}"
 
 
-def test_every_model_table_is_created_by_migrations(db_url):
-    db = Database(db_url)
+def test_every_model_table_is_created_by_migrations(empty_db_url):
+    db = Database(empty_db_url)
     db.upgrade()
     tables = set(inspect(db.engine).get_table_names()) - {"alembic_version"}
     db.dispose()
     assert tables == set(SQLModel.metadata.tables)
 
 
-def test_migrations_are_reversible(sqlite_url):
-    db = Database(sqlite_url)
+def test_migrations_are_reversible(empty_sqlite_url):
+    db = Database(empty_sqlite_url)
     db.upgrade()
     script = ScriptDirectory.from_config(db.alembic_config())
     from alembic import command
