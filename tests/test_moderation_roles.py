@@ -132,3 +132,13 @@ def test_group_members_cannot_use_the_moderators_buttons(sapp):
     lurker.last, lurker.sent = cards, mod1.sent  # the same group: the same messages
     assert tr("en", RESERVED) in lurker.press("mhide:1").text
     assert rows(sapp, Contribution)[0].status == "published"
+
+
+def test_moderation_commands_without_arguments_show_their_usage(sapp):
+    chat = chats(sapp)
+    chat(ADMIN).send("/mod add console:mod1")
+    mod1 = chat("mod1")
+    for line in ("/hide", "/restore", "/ban", "/approve", "/unban", "/mod add"):
+        user = chat(ADMIN) if line.startswith("/mod") else mod1
+        assert "Usage: " + line in user.send(line).text, line
+    assert "Usage: /report" in chat("citizen").send("/report").text

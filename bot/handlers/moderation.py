@@ -312,7 +312,7 @@ def _reason_picker(
 )
 def report(ctx: Ctx) -> Reply:
     assert ctx.action is not None
-    target = Target.parse(ctx.action.arg(0))
+    target = Target.parse(ctx.action.args[0])  # no argument: the usage line
     reason = (ctx.action.arg(1) or "").lower()
     svc = service(ctx)
     if reason not in REPORT_REASONS:
@@ -374,7 +374,7 @@ def report(ctx: Ctx) -> Reply:
 )
 def approve(ctx: Ctx) -> Reply:
     assert ctx.action is not None
-    target = Target.parse(ctx.action.arg(0))
+    target = Target.parse(ctx.action.args[0])  # no argument: the usage line
     decision = service(ctx).approve(actor(ctx), target, _reason(ctx))
     content = decision.content
     if decision.action == "restore":
@@ -393,7 +393,7 @@ def approve(ctx: Ctx) -> Reply:
 )
 def hide(ctx: Ctx) -> Reply:
     assert ctx.action is not None
-    target = Target.parse(ctx.action.arg(0))
+    target = Target.parse(ctx.action.args[0])  # no argument: the usage line
     reason = _reason(ctx)
     svc = service(ctx)
     if not reason:
@@ -422,7 +422,7 @@ def hide(ctx: Ctx) -> Reply:
 )
 def restore(ctx: Ctx) -> Reply:
     assert ctx.action is not None
-    target = Target.parse(ctx.action.arg(0))
+    target = Target.parse(ctx.action.args[0])  # no argument: the usage line
     reason = _reason(ctx)
     svc = service(ctx)
     if not reason:
@@ -454,7 +454,7 @@ def restore(ctx: Ctx) -> Reply:
 )
 def ban(ctx: Ctx) -> Reply:
     assert ctx.action is not None
-    target = Target.parse(ctx.action.arg(0))
+    target = Target.parse(ctx.action.args[0])  # no argument: the usage line
     reason = _reason(ctx)
     svc = service(ctx)
     if not reason:
@@ -517,7 +517,7 @@ def ban(ctx: Ctx) -> Reply:
 )
 def unban(ctx: Ctx) -> Reply:
     assert ctx.action is not None
-    who = ctx.action.arg(0) or ""
+    who = ctx.action.args[0]  # no argument: the usage line
     if who.isdigit() and _pressed(ctx):
         row = ctx.repos.session.get(Ban, int(who))
         if row is None:
