@@ -98,11 +98,12 @@ class OutboxSender:
         self.wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
-    async def flush(self) -> int:
-        """Send every pending reply of this channel; returns how many were sent."""
+    async def flush(self, stop: asyncio.Event | None = None) -> int:
+        """Send every pending reply of this channel (until ``stop`` is set: what is left stays
+        in the outbox for the next start); returns how many were sent."""
         async with self._lock:
             sent = 0
-            while True:
+            while stop is None or not stop.is_set():
                 batch = await self.runtime.call(
                     self.engine.pending_deliveries, self.channel.platform, 200
                 )
@@ -110,11 +111,14 @@ class OutboxSender:
                     return sent
                 progressed = False
                 for delivery in batch:
+                    if stop is not None and stop.is_set():
+                        return sent
                     outcome = await self._send(delivery)
                     progressed = progressed or outcome != "pending"
                     sent += outcome == "sent"
                 if not progressed:
                     return sent  # only temporary failures left: try again on the next flush
+            return sent
 
     async def _send(self, delivery: Delivery) -> str:
         message = delivery.message
@@ -157,7 +161,7 @@ class OutboxSender:
         """Flush whenever woken (new replies) and every ``idle`` seconds (leftovers)."""
         while not stop.is_set():
             try:
-                await self.flush()
+                await self.flush(stop)
             except Exception:
                 log.exception("outbox flush failed")
             self.wake.clear()
