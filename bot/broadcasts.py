@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +29,7 @@ from sqlalchemy import Connection, text
 
 from bot import notices
 from bot.consultation_file import ReminderPolicy
-from bot.domain import ConsultationInfo
+from bot.domain import ConsultationInfo, Phase
 from bot.i18n import DEFAULT, SUPPORTED, use_locale
 from bot.messages import Attachment, OutboundMessage
 from bot.results import ContributionFigures, QuestionInfo, Results, compute_results
@@ -206,9 +207,21 @@ class BroadcastService:
     # ------------------------------------------------------------------ results
 
     def compute_results(self, info: ConsultationInfo) -> Results:
+        """The results from the database. Once the consultation is closed its figures no longer
+        change: the participants (the costly query: distinct over every support) are then
+        read in a thread on a connection of their own, while this one reads the rest."""
         content = info.document.localized(info.document.language)
         questions = [QuestionInfo(n, q.key, q.text) for n, q in enumerate(content.questions, 1)]
-        figures = [ContributionFigures(*row) for row in self.sched.contribution_figures(info.id)]
+        if info.phase(self.now) in (Phase.CLOSED, Phase.ARCHIVED):
+            with ThreadPoolExecutor(1, thread_name_prefix="parlons-results") as pool:
+                apart = pool.submit(self.sched.participant_pseudonyms_apart, info.id)
+                rows = self.sched.contribution_figures(info.id)
+                visitors = self.sched.visitors(info.id)
+                participants = apart.result()
+        else:
+            rows = self.sched.contribution_figures(info.id)
+            visitors = self.sched.visitors(info.id)
+            participants = self.sched.participant_pseudonyms(info.id)
         return compute_results(
             slug=info.slug,
             title=content.title,
@@ -217,9 +230,9 @@ class BroadcastService:
             closes_at=info.closes_at,
             now=self.now,
             questions=questions,
-            contributions=figures,
-            participants=self.sched.participant_pseudonyms(info.id),
-            visitors=self.sched.visitors(info.id),
+            contributions=[ContributionFigures(*row) for row in rows],
+            participants=participants,
+            visitors=visitors,
         )
 
     def results(self, info: ConsultationInfo, *, action: str | None = None) -> int:
@@ -585,3 +598,69 @@ def broadcast_progress(
 def progress_bar(ratio: float, width: int = 20) -> str:
     filled = round(max(0.0, min(1.0, ratio)) * width)
     return "█" * filled + "░" * (width - filled)
+
+
+# --------------------------------------------------------------------------- citizens' rights
+
+
+def personal_data(repos: Repos, citizen_id: int) -> dict[str, Any]:
+    """What the scheduler keeps about a citizen, for their data export (/mydata)."""
+    from sqlalchemy import func, select
+    from sqlmodel import col
+
+    from storage.models_scheduler import BroadcastDelivery, PrivateChat, Subscription
+
+    s = repos.session
+    chat = s.get(PrivateChat, citizen_id)
+    subscriptions = s.execute(
+        select(
+            col(Subscription.consultation_id), col(Subscription.news), col(Subscription.updated_at)
+        ).where(col(Subscription.citizen_id) == citizen_id)
+    ).all()
+    received = s.execute(
+        select(col(Broadcast.kind), func.count())
+        .join(BroadcastDelivery, col(BroadcastDelivery.broadcast_id) == col(Broadcast.id))
+        .where(col(BroadcastDelivery.citizen_id) == citizen_id)
+        .group_by(col(Broadcast.kind))
+    ).all()
+    return {
+        "private_chat": (
+            {"platform": chat.platform, "chat_id": chat.chat_id, "language": chat.locale}
+            if chat
+            else None
+        ),
+        "news": [
+            {"consultation_id": c, "news": bool(n), "chosen_at": at.isoformat()}
+            for c, n, at in subscriptions
+        ],
+        "messages_received": {kind: int(n) for kind, n in received},
+    }
+
+
+def forget(repos: Repos, citizen_id: int) -> None:
+    """Erase what the scheduler keeps about a citizen (/forget): their private chat, their news
+    choices, and their address in past broadcasts (whose counts stay); nothing more is sent to
+    them."""
+    from sqlalchemy import String, cast, delete, literal, update
+    from sqlmodel import col
+
+    from storage.models_scheduler import BroadcastDelivery, PrivateChat, Subscription
+
+    s = repos.session
+    s.execute(delete(PrivateChat).where(col(PrivateChat.citizen_id) == citizen_id))
+    s.execute(delete(Subscription).where(col(Subscription.citizen_id) == citizen_id))
+    mine = col(BroadcastDelivery.citizen_id) == citizen_id
+    s.execute(
+        update(BroadcastDelivery)
+        .where(mine, col(BroadcastDelivery.status).in_(("pending", "sending")))
+        .values(status="skipped", error="forgotten")
+    )
+    s.execute(
+        update(BroadcastDelivery)
+        .where(mine)
+        .values(
+            citizen_id=None,
+            params=None,
+            chat_id=literal("forgotten-") + cast(col(BroadcastDelivery.id), String),
+        )
+    )

@@ -117,7 +117,8 @@ class Results:
     computed_at: datetime
     statistics: Statistics
     questions: tuple[QuestionResults, ...]
-    participants: tuple[str, ...]  # sorted pseudonyms
+    # The pseudonyms of everyone who took part (published sorted, in the JSON).
+    participants: frozenset[str]
 
     def ranked(self) -> list[tuple[QuestionResults, RankedContribution]]:
         """Every contribution of every question, most supported first (for the chart)."""
@@ -190,7 +191,7 @@ class Results:
                 }
                 for q in self.questions
             ],
-            "participants": list(self.participants) if top is None else [],
+            "participants": sorted(self.participants) if top is None else [],
             "visitors": s.visitors,
         }
 
@@ -234,7 +235,7 @@ class Results:
                 )
                 for q in data["questions"]
             ),
-            participants=tuple(data["participants"]),
+            participants=frozenset(data["participants"]),
         )
 
 
@@ -277,7 +278,7 @@ def compute_results(
                 ),
             )
         )
-    people = tuple(sorted(set(participants)))
+    people = frozenset(participants)
     return Results(
         slug=slug,
         title=title,

@@ -598,23 +598,45 @@ class SchedulerRepo:
             .subquery()
         )
         # Core rows on the session's connection: no ORM row processing for 20,000 rows.
-        rows = self.s.connection().execute(
-            select(
-                col(Contribution.id),
-                col(Question.key),
-                col(Citizen.pseudonym),
-                col(Contribution.text),
-                col(Contribution.created_at),
-                func.coalesce(supports.c.n, 0),
-                func.coalesce(comments.c.n, 0),
+        rows = (
+            self.s.connection()
+            .execute(
+                select(
+                    col(Contribution.id),
+                    col(Question.key),
+                    col(Citizen.pseudonym),
+                    col(Contribution.text),
+                    col(Contribution.created_at),
+                    func.coalesce(supports.c.n, 0),
+                    func.coalesce(comments.c.n, 0),
+                )
+                .join(Question, col(Question.id) == col(Contribution.question_id))
+                .join(Citizen, col(Citizen.id) == col(Contribution.citizen_id))
+                .outerjoin(supports, supports.c.kid == col(Contribution.id))
+                .outerjoin(comments, comments.c.kid == col(Contribution.id))
+                .where(published)
             )
-            .join(Question, col(Question.id) == col(Contribution.question_id))
-            .join(Citizen, col(Citizen.id) == col(Contribution.citizen_id))
-            .outerjoin(supports, supports.c.kid == col(Contribution.id))
-            .outerjoin(comments, comments.c.kid == col(Contribution.id))
-            .where(published)
-        ).all()
+            .all()
+        )
         return [tuple(r) for r in rows]
+
+    def participant_pseudonyms_apart(self, consultation_id: int) -> list[str]:
+        """The same, read on a connection of its own (outside the caller's transaction, which
+        may hold SQLite's write lock): the results run it in a thread, alongside the other
+        queries. Only for data that no longer changes (a closed consultation)."""
+        ids = self.participant_ids(consultation_id)
+        stmt = select(col(Citizen.pseudonym)).join(ids, ids.c.cid == col(Citizen.id))
+        compiled = stmt.compile(dialect=self.db.engine.dialect)
+        params: Any = compiled.params
+        if compiled.positiontup is not None:
+            params = [compiled.params[name] for name in compiled.positiontup]
+        raw = self.db.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute(str(compiled), params)
+            return [row[0] for row in cursor.fetchall()]
+        finally:
+            raw.close()
 
     def participant_pseudonyms(self, consultation_id: int) -> list[str]:
         """The pseudonyms of everyone who took part (distinct: one per citizen)."""

@@ -371,3 +371,66 @@ def test_a_broadcast_killed_by_sigkill_resumes_without_sending_twice(tmp_path, s
     assert len(twice) <= crashes and all(per_key[k] == 2 for k in twice)
     assert len({line["pid"] for line in lines}) == crashes + 1  # four processes shared it
     app.close()
+
+
+# --------------------------------------------------------------------------- rights, bad input
+
+
+async def test_personal_data_and_forget(world, clock):
+    from bot.broadcasts import forget, personal_data
+    from storage.models_scheduler import PrivateChat, Subscription
+
+    alice = Chat(world.app.engine, user="alice", language="fr")
+    alice.send("/start")
+    alice.press("news:on")
+    await world.tick()  # the opening reaches her
+    announce_all(world)  # and an announcement she has not received yet
+    with world.app.db.session() as session:
+        repos = Repos(world.app.db, session)
+        citizen = session.exec(select(Citizen).where(Citizen.platform_user_id == "alice")).one()
+        assert citizen.id is not None
+        data = personal_data(repos, citizen.id)
+        assert data["private_chat"] == {
+            "platform": "console",
+            "chat_id": "alice",
+            "language": "fr",
+        }
+        assert [n["news"] for n in data["news"]] == [True]
+        assert data["messages_received"] == {"opening": 1, "announcement": 1}
+        forget(repos, citizen.id)
+    with world.app.db.session() as session:
+        assert session.exec(select(PrivateChat)).all() == []
+        assert session.exec(select(Subscription)).all() == []
+        rows = session.exec(select(BroadcastDelivery)).all()
+        assert {r.chat_id.startswith("forgotten-") for r in rows} == {True}
+        assert {r.citizen_id for r in rows} == {None}
+        assert sorted(r.status for r in rows) == ["sent", "skipped"]
+    world.channel.records.clear()
+    await world.tick()
+    assert world.channel.records == []  # the pending announcement is not sent to her
+
+
+def test_bad_moderator_input_is_refused_and_changes_nothing(world, clock):
+    admin = Chat(world.app.engine, user="admin", language="en")
+    before = admin.send("/schedule").text
+    assert "The announcement is empty" in admin.send("/announce").text
+    assert "The announcement is empty" in admin.send("/announce at 2019-09-01 10:00").text
+    assert "The announcement is empty" in admin.send("/announce [en]").text
+    assert "4000 characters" not in admin.send("/announce " + "x" * 3600).text
+    assert "limit is 3500" in admin.send("/announce " + "x" * 3600).text
+    assert "/close confirm" in admin.send("/close nonsense").text  # asks again
+    assert "Usage: /extend" in admin.send("/extend").text
+    assert "I could not read “tomorrow”" in admin.send("/extend tomorrow").text
+    assert "I could not read “2019-09-10 25:00”" in admin.send("/extend 2019-09-10 25:00").text
+    with world.app.db.session() as session:
+        assert session.exec(select(Broadcast)).all() == []
+    assert admin.send("/schedule").text == before
+    for command in (
+        "/schedule",
+        "/announce hi",
+        "/extend 2019-09-10",
+        "/close confirm",
+        "/remind",
+    ):
+        replies = Chat(world.app.engine, user="eve", language="en").send(command)
+        assert "reserved for the consultation's moderators" in replies.text, command

@@ -224,5 +224,9 @@ async def test_results_via_the_service_match_the_live_statistics_on_both_databas
         repos = Repos(world.app.db, session)
         services = Services(repos, CLOSES)
         info = services.consultations.by_slug("demo")
-        computed = BroadcastService(repos, CLOSES).compute_results(info)
+        computed = BroadcastService(repos, CLOSES).compute_results(info)  # closed: in parallel
         assert computed.statistics == services.consultations.statistics(info)
+        earlier = CLOSES - timedelta(days=1)  # still open: one query after the other
+        live = BroadcastService(repos, earlier).compute_results(info)
+        assert live.statistics == Services(repos, earlier).consultations.statistics(info)
+        assert live.participants == computed.participants and live.questions == computed.questions

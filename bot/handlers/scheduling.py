@@ -213,7 +213,9 @@ def schedule(ctx: Ctx) -> Reply:
     return ctx.reply(rt)
 
 
-_AT = re.compile(r"(?is)^(?:at|à|a)\s+(\d{4}-\d{1,2}-\d{1,2})(?:[ T]+(\d{1,2}[:h]\d{2}))?\s+(.*)$")
+_AT = re.compile(
+    r"(?is)^(?:at|à)\s+(\d{4}-\d{1,2}-\d{1,2})(?:[ T]+(\d{1,2}[:h]\d{2}))?(?:\s+(.*))?$"
+)
 _LANG_LINE = re.compile(r"^\[([a-z]{2})\]\s?(.*)$", re.S)
 
 
@@ -245,13 +247,14 @@ def announce(ctx: Ctx) -> Reply:
     due: datetime | None = None
     match = _AT.match(rest)
     if match:
-        due = parse_local(match[1], match[2], ZoneInfo(info.timezone))
-        rest = match[3].strip()
-        if due <= ctx.now:
-            raise NotInFuture(date=fmt_datetime(due, info.timezone))
+        rest = (match[3] or "").strip()
     texts = parse_announcement(rest, ctx.locale)
     if not texts:
         raise EmptyAnnouncement()
+    if match:
+        due = parse_local(match[1], match[2], ZoneInfo(info.timezone))
+        if due <= ctx.now:
+            raise NotInFuture(date=fmt_datetime(due, info.timezone))
     for body in texts.values():
         if len(body) > MAX_ANNOUNCEMENT:
             raise errors.TextTooLong(length=len(body), limit=MAX_ANNOUNCEMENT)
