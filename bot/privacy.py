@@ -143,9 +143,10 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _like_needle(value: str) -> str:
-    """``value`` as it appears inside a stored JSON document, escaped for LIKE ... ESCAPE '!'."""
-    encoded = json.dumps(value)  # the JSON columns are written by json.dumps (ASCII escapes)
+def _like_needle(value: str, *, ascii: bool = True) -> str:
+    """``value`` as a JSON string inside a stored JSON document (with ASCII escapes, as
+    ``json.dumps`` writes it, or without), escaped for LIKE ... ESCAPE '!'."""
+    encoded = json.dumps(value, ensure_ascii=ascii)
     return encoded.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 
@@ -370,6 +371,8 @@ class PrivacyService:
         ]
         if citizen.display_name and len(citizen.display_name.strip()) >= 3:
             needles.append(_like_needle(citizen.display_name))
+            needles.append(_like_needle(citizen.display_name, ascii=False))
+        needles = list(dict.fromkeys(needles))
 
         # 1. What they sent (every event of theirs, processed or not) and what names them (an
         # administrator's "/mod add telegram:123", on any platform, once processed).
