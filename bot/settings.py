@@ -69,9 +69,9 @@ class Settings(BaseSettings):
     moderation_ban_hides_content: bool = True
     # Flood control: events per minute and contributions per hour, per citizen; stricter for
     # citizens who arrived less than flood_newcomer_minutes ago. One polite warning per window.
-    flood_actions_per_minute: int = Field(default=40, ge=1)
+    flood_actions_per_minute: int = Field(default=60, ge=1)
     flood_contributions_per_hour: int = Field(default=10, ge=1)
-    flood_newcomer_actions_per_minute: int = Field(default=20, ge=1)
+    flood_newcomer_actions_per_minute: int = Field(default=30, ge=1)
     flood_newcomer_contributions_per_hour: int = Field(default=4, ge=1)
     flood_newcomer_minutes: int = Field(default=60, ge=0)
     # Citizens' rights. The secret keys the one-way ids of the erasure log and of bans; when it

@@ -132,3 +132,12 @@ def test_old_windows_are_forgotten(small, clock):
     assert (
         timedelta(0) <= clock.now - rows(small, FloodWindow)[0].window_start < timedelta(minutes=1)
     )
+
+
+def test_undecryptable_messages_are_counted_once_readable(small):
+    from bot.messages import Unsupported
+
+    zoe = chats(small)("zoe")
+    for _ in range(12):  # keys not there yet: the channel delivers them again, readable
+        zoe.deliver(zoe._event(Unsupported("undecryptable")))
+    assert "days of consultation" in zoe.send("/stats").text

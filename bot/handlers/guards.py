@@ -33,6 +33,7 @@ from bot.messages import (
     ReactionAdded,
     RichText,
     TextMessage,
+    Unsupported,
 )
 from bot.moderation import ModerationService, Target, ensure_not_banned
 from bot.privacy import PrivacyService
@@ -186,7 +187,12 @@ def flood(ctx: Ctx, nxt: Next) -> list[OutboundMessage]:
         return nxt(ctx)
     svc = FloodService(ctx.repos, ctx.now, ctx.dispatcher.settings)
     payload = ctx.event.payload
-    if ctx.private or isinstance(payload, CommandMessage | ActionPressed):
+    # In groups only what is addressed to the bot counts; an undecryptable message is counted
+    # when its keys arrive and it is delivered again, readable.
+    counted = ctx.private or isinstance(payload, CommandMessage | ActionPressed)
+    if isinstance(payload, Unsupported) and payload.what == "undecryptable":
+        counted = False
+    if counted:
         verdict = svc.count_action(ctx.citizen)
         if not verdict.allowed:
             if not verdict.warn:
