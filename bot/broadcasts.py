@@ -367,6 +367,9 @@ class BroadcastOutbox:
                 parts = self._render(
                     repos, sched, broadcast, d.locale, d.audience, d.params, caps, now
                 )
+                if d.parts_sent >= len(parts):  # nothing left (the message has fewer parts)
+                    sched.finish_part(d.id, max(0, d.parts_sent - 1), True, now)
+                    continue
                 items.append(
                     SendItem(
                         d.id,

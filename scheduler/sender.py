@@ -11,6 +11,7 @@ Matrix ``M_LIMIT_EXCEEDED``) pauses this lane only: interactive replies have the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -104,6 +105,15 @@ class BroadcastSender:
                 return
             await self.sleep(delay)
 
+    async def _pause(self, seconds: float) -> bool:
+        """Wait (a throttle can ask for minutes); True if the lane is stopping meanwhile."""
+        if self.stopping is None:
+            await self.sleep(seconds)
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        return self.stopping.is_set()
+
     async def _record_done(self) -> None:
         if self._done is not None:
             done, self._done = self._done, None
@@ -189,7 +199,8 @@ class BroadcastSender:
                 self.stats.throttled += 1
                 self.stats.throttled_seconds += exc.seconds
                 log.warning("%s broadcast lane throttled for %.2fs", self.platform, exc.seconds)
-                await self.sleep(exc.seconds)
+                if await self._pause(exc.seconds):
+                    return False  # stopping: the row stays "sending", resent on the next start
                 self.overall.tokens = min(self.overall.tokens, 0.0)
                 continue
             except Unreachable as exc:

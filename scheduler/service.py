@@ -107,6 +107,8 @@ class SchedulerService:
         self._aps: AsyncIOScheduler | None = None
         # Actions whose run raised: retried with a growing delay.
         self._failures: dict[int, int] = {}
+        # Actions being run now: a rebuild meanwhile does not arm them again.
+        self._running: set[int] = set()
 
     # ------------------------------------------------------------------ deterministic entry
 
@@ -169,6 +171,7 @@ class SchedulerService:
             for task in tasks:
                 with contextlib.suppress(Exception):
                     await task
+            await self.runtime.call(self.outbox.close)
 
     async def _refresh(self) -> None:
         """Rebuild the timers when the rows (or the consultations) changed."""
@@ -183,6 +186,8 @@ class SchedulerService:
         aps.remove_all_jobs()
         now = self.app.clock()
         for view in views:
+            if view.id in self._running:
+                continue
             grace = grace_for(view.kind, self.config.reminder_grace)
             run_date = view.due_at
             failures = self._failures.get(view.id)
@@ -207,6 +212,9 @@ class SchedulerService:
             asyncio.get_running_loop().create_task(self._fire(int(event.job_id)))
 
     async def _fire(self, action_id: int) -> None:
+        if action_id in self._running:
+            return
+        self._running.add(action_id)
         try:
             outcome = await self.runtime.call(self.runner.run, action_id)
         except Exception:
@@ -214,6 +222,8 @@ class SchedulerService:
             self._failures[action_id] = self._failures.get(action_id, 0) + 1
             self._signature = None  # rebuild (and so retry) on the next poll
             return
+        finally:
+            self._running.discard(action_id)
         self._failures.pop(action_id, None)
         self.outcomes.append(outcome)
         if outcome.broadcast_id is not None:
