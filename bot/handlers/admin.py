@@ -40,6 +40,14 @@ SETTINGS = {
 }
 
 
+# Button labels.
+SHORT = {
+    "premoderation": N_("Pre-moderation"),
+    "withdrawal": N_("Support withdrawal"),
+    "comments": N_("Comments"),
+}
+
+
 class QuestionsRemoved(errors.DomainError):
     msgid = N_(
         "This file leaves out questions of the existing consultation ({keys}). A question cannot "
@@ -191,10 +199,10 @@ def _panel(ctx: Ctx, info: ConsultationInfo) -> OutboundMessage:
         lifecycle.append(Button("⏩ " + _("Extend by 7 days"), pack("mng", "extend", "7d")))
     toggles = tuple(
         Button(
-            f"{_(label)[:30]} → {_on_off(not getattr(s, field))}",
+            f"{_(SHORT[key])} → {_on_off(not getattr(s, field))}",
             pack("mng", key, "off" if getattr(s, field) else "on"),
         )
-        for key, (field, label) in SETTINGS.items()
+        for key, (field, _label) in SETTINGS.items()
     )
     rows = [tuple(lifecycle)] if lifecycle else []
     rows += [(t,) for t in toggles]
