@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from functools import cached_property
 
-from bot.consultation_file import ConsultationDocument, LocalizedContent
+from bot.consultation_file import ConsultationDocument, ConsultationSettings, LocalizedContent
 
 
 class Phase(StrEnum):
@@ -65,8 +64,8 @@ class ConsultationInfo:
     def content(self, locale: str) -> LocalizedContent:
         return self.document.localized(locale)
 
-    @cached_property
-    def settings(self):  # type: ignore[no-untyped-def]
+    @property
+    def settings(self) -> ConsultationSettings:
         return self.document.settings
 
     def question_index(self, question_id: int) -> int:

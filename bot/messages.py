@@ -285,7 +285,9 @@ class OutboundMessage:
             edit=MessageRef(**data["edit"]) if data.get("edit") else None,
             reply_to=MessageRef(**data["reply_to"]) if data.get("reply_to") else None,
             notice=data.get("notice"),
-            subject=tuple(data["subject"]) if data.get("subject") else None,  # type: ignore[arg-type]
+            subject=(str(data["subject"][0]), int(data["subject"][1]))
+            if data.get("subject")
+            else None,
             answers=data.get("answers"),
         )
 

@@ -35,7 +35,7 @@ from bot.messages import (
     TextMessage,
     Unsupported,
 )
-from bot.services import Services
+from bot.services import ConsultationCache, Services
 from bot.settings import Settings
 from storage.models import Citizen, Dialogue
 from storage.repositories import Repos
@@ -117,6 +117,12 @@ class Ctx:
         # The first time a citizen reaches a consultation counts as a visit.
         self.services.consultations.record_visit(info, self.citizen, None)
         return info
+
+    @property
+    def text(self) -> str:
+        """The text of a text message ("" for other events)."""
+        payload = self.event.payload
+        return payload.text if isinstance(payload, TextMessage) else ""
 
     def caps_deep_link(self, payload: str) -> str | None:
         template = self.caps.deep_link
@@ -284,6 +290,7 @@ class Dispatcher:
             self.files.extend(r.files)
             self.intercepts.extend(r.intercepts)
         self.admins = frozenset(admins)
+        self.consultation_cache = ConsultationCache()
         self.fallback_text = fallback_text
         self.middlewares = [*middlewares, _domain_errors]
         # For features that need configuration in their handlers (moderation, privacy).
@@ -330,7 +337,7 @@ class Dispatcher:
             citizen=citizen,
             dialogue=dialogue,
             repos=repos,
-            services=Services(repos, now),
+            services=Services(repos, now, self.consultation_cache),
             now=now,
             locale=locale,
             role=self.role_of(ctx_ev.platform, ctx_ev.user_id),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.app import App
 from bot.channels import Channel
@@ -29,8 +29,9 @@ class ChannelService(Service, Protocol):
     channel: Channel
 
 
-def configured_channels(app: App, runtime: Runtime) -> list[ChannelService]:
-    services: list[ChannelService] = []
+def configured_channels(app: App, runtime: Runtime) -> list[Any]:
+    """The configured channels' services (each with ``name``, ``channel``, ``run``)."""
+    services: list[Any] = []
     settings = app.settings
     if settings.telegram_token is not None:
         from adapters.telegram import build_service as telegram

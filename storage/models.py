@@ -185,5 +185,5 @@ class ChannelState(SQLModel, table=True):
     updated_at: datetime
 
 
-from storage import models_scheduler  # noqa: E402,F401
-from storage import models_moderation  # noqa: E402,F401
+# Feature tables live in their own modules; importing them registers them on the metadata.
+from storage import models_moderation, models_scheduler  # noqa: E402, F401

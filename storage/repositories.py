@@ -293,7 +293,7 @@ def _counts() -> tuple[Any, Any]:
 
 
 # One contribution with its counts, as plain columns (no ORM object): the hot path of a support.
-_WITH_COUNTS = select(
+_WITH_COUNTS = select(  # type: ignore[call-overload]
     Contribution.id,
     Contribution.question_id,
     Contribution.citizen_id,
@@ -519,7 +519,7 @@ class OutboxRepo:
         """Insert replies in one statement; their ids, in order."""
         if not rows:
             return []
-        return list(self.s.connection().execute(_OUTBOX_INSERT, rows).scalars())
+        return [int(i or 0) for i in self.s.connection().execute(_OUTBOX_INSERT, rows).scalars()]
 
     def pending(self, platform: str, limit: int = 100) -> Sequence[OutboxMessage]:
         return self.s.exec(
@@ -602,7 +602,8 @@ class StatsRepo:
 
     def counters(self, consultation_id: int) -> Counters:
         published = and_(
-            Contribution.consultation_id == consultation_id, Contribution.status == PUBLISHED
+            col(Contribution.consultation_id) == consultation_id,
+            col(Contribution.status) == PUBLISHED,
         )
         contributions = self.s.exec(
             select(func.count()).select_from(Contribution).where(published)

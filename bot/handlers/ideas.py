@@ -241,7 +241,7 @@ def commenting(ctx: Ctx) -> Reply:
     if not isinstance(target, int):
         raise errors.StaleAction()
     info = _contribution_info(ctx, target)
-    return _post_comment(ctx, info, target, ctx.event.payload.text)  # type: ignore[union-attr]
+    return _post_comment(ctx, info, target, ctx.text)
 
 
 @router.action(

@@ -94,7 +94,7 @@ def testimonials(ctx: Ctx) -> Reply:
     if not items:
         rt = rt.p(_("No testimonials yet."))
     for t in items:
-        rt = rt.p(b(t.author), " — ", i(t.role)).quote(t.quote)
+        rt = rt.p(b(t.author), *((" — ", i(t.role)) if t.role else ())).quote(t.quote)
     return ctx.reply(rt, ((Button("✍️ " + _("Participate"), pack("part")), views.back_to_menu()),))
 
 

@@ -129,7 +129,7 @@ def answering(ctx: Ctx) -> Reply:
     index = ctx.data("q")
     if not isinstance(index, int) or not 0 <= index < len(info.question_ids):
         raise errors.StaleAction()
-    text = ctx.services.participation.check_text(info, ctx.event.payload.text)  # type: ignore[union-attr]
+    text = ctx.services.participation.check_text(info, ctx.text)
     draft = {"question_id": info.question_ids[index], "text": text}
     ctx.set_state(State.CONFIRMING, draft=draft)
     return _preview(ctx, info, draft)
@@ -280,9 +280,7 @@ def editing(ctx: Ctx) -> Reply:
     target = ctx.data("target")
     if not isinstance(target, int):
         raise errors.StaleAction()
-    row = ctx.services.participation.edit_contribution(
-        info, target, ctx.citizen, ctx.event.payload.text
-    )  # type: ignore[union-attr]
+    row = ctx.services.participation.edit_contribution(info, target, ctx.citizen, ctx.text)
     ctx.set_state(State.IDLE, target=None)
     return ctx.reply(
         RichText().p(_("Your contribution #{id} is updated.").format(id=row.id)),

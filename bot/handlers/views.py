@@ -9,7 +9,7 @@ from bot.actions import pack
 from bot.domain import ConsultationInfo, Phase, Statistics
 from bot.i18n import fmt_date, fmt_number, ngettext
 from bot.i18n import gettext as _
-from bot.messages import Button, Keyboard, RichText, b, i
+from bot.messages import Button, Inline, Keyboard, RichText, b, i
 from storage.repositories import ContributionRow
 
 PAGE_SIZE = 5
@@ -67,7 +67,10 @@ def question_label(info: ConsultationInfo, question_id: int, locale: str) -> tup
 def idea_text(
     row: ContributionRow, info: ConsultationInfo, locale: str, *, with_question: bool = False
 ) -> RichText:
-    header = [b(f"#{row.id}"), f" · 👍 {fmt_number(row.supports)} · 💬 {fmt_number(row.comments)}"]
+    header: list[Inline] = [
+        b(f"#{row.id}"),
+        f" · 👍 {fmt_number(row.supports)} · 💬 {fmt_number(row.comments)}",
+    ]
     if row.status != "published":
         header.append(" · " + status_name(row.status))
     rt = RichText()

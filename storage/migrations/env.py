@@ -14,7 +14,7 @@ target_metadata = SQLModel.metadata
 
 def run_migrations() -> None:
     engine = config.attributes.get("engine") or create_engine(
-        config.get_main_option("sqlalchemy.url")
+        config.get_main_option("sqlalchemy.url") or ""
     )
     with engine.connect() as connection:
         context.configure(
