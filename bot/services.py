@@ -18,18 +18,18 @@ from storage.repositories import ContributionRow, Repos
 
 
 class ConsultationCache:
-    """Parsed consultation documents and question ids by (id, updated_at). Validating a
+    """Parsed consultation documents and question ids by (id, revision). Validating a
     document is the most expensive step of handling an event, and documents rarely change."""
 
     def __init__(self, size: int = 64) -> None:
         self.size = size
-        self._items: dict[tuple[int, datetime], tuple[ConsultationDocument, tuple[int, ...]]] = {}
+        self._items: dict[tuple[int, int], tuple[ConsultationDocument, tuple[int, ...]]] = {}
 
     def get(
         self, row: Consultation, load_questions: Callable[[int], tuple[int, ...]]
     ) -> tuple[ConsultationDocument, tuple[int, ...]]:
         assert row.id is not None
-        key = (row.id, row.updated_at)
+        key = (row.id, row.revision)
         found = self._items.get(key)
         if found is None:
             if len(self._items) >= self.size:

@@ -43,6 +43,9 @@ class Consultation(SQLModel, table=True):
     timezone: str = Field(max_length=64)
     # The validated consultation document (bot.consultation_file), re-validated on read.
     document: dict[str, Any] = Field(default_factory=dict, sa_column=_json_column())
+    # Incremented whenever the document or the questions change: parsed documents are cached
+    # by (id, revision).
+    revision: int = 1
     created_at: datetime
     updated_at: datetime
 

@@ -116,6 +116,7 @@ class ConsultationRepo:
         else:
             row.opens_at, row.closes_at, row.timezone = opens_at, closes_at, timezone
             row.document, row.updated_at = document, now
+            row.revision += 1
         self.s.add(row)
         self.s.flush()
         assert row.id is not None

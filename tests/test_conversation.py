@@ -210,6 +210,7 @@ def test_support_rules(app, chat):
 
 
 def test_support_withdrawal_can_be_forbidden(app, chat):
+    chat("early").send("/start")  # the dispatcher has now parsed (and cached) the document
     data = DOC.to_json()
     data["settings"]["support_withdrawal"] = False
     app.import_consultation(ConsultationDocument.from_json(data))

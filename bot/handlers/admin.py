@@ -64,9 +64,8 @@ def _on_off(value: bool) -> str:
 
 
 def _bump(row: Consultation, before: Any) -> None:
-    """A new ``updated_at`` even within the same instant: cached documents are keyed on it."""
-    if before is not None and row.updated_at <= before:
-        row.updated_at = before + timedelta(microseconds=1)
+    """A new revision: cached parsed documents are keyed on it."""
+    row.revision += 1
 
 
 def _ask(ctx: Ctx, op: dict[str, Any], text: RichText) -> OutboundMessage:
