@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col
@@ -63,18 +64,22 @@ class FloodService:
 
     def _bump(self, citizen_id: int, kind: str, start: datetime, by: int) -> tuple[int, int]:
         """Atomically add ``by`` to a window's count (creating it); returns (row id, count)."""
-        table = FloodWindow.__table__  # type: ignore[attr-defined]
-        insert = pg_insert if not self.repos.db.is_sqlite else sqlite_insert
-        stmt = (
-            insert(table)
-            .values(citizen_id=citizen_id, kind=kind, window_start=start, count=by, warned=False)
-            .on_conflict_do_update(
-                index_elements=["citizen_id", "kind", "window_start"],
-                set_={"count": table.c.count + by},
+        stmt = _bump_statement(self.repos.db.is_sqlite)
+        row_id, count = (
+            self.s.connection()
+            .execute(
+                stmt,
+                {
+                    "citizen_id": citizen_id,
+                    "kind": kind,
+                    "window_start": start,
+                    "count": by,
+                    "warned": False,
+                    "by": by,
+                },
             )
-            .returning(table.c.id, table.c.count)
+            .one()
         )
-        row_id, count = self.s.execute(stmt).one()
         if count == by:
             # A new window: forget this citizen's old ones.
             self.s.execute(
@@ -120,3 +125,23 @@ class FloodService:
         start = self.now.replace(minute=0, second=0, microsecond=0)
         row_id, _count = self._bump(citizen.id, CONTRIBUTIONS, start, 0)
         return Verdict(False, self._first_warning(row_id), limit)
+
+
+_BUMP: dict[bool, Any] = {}
+
+
+def _bump_statement(sqlite: bool) -> Any:
+    """The window upsert, built once per dialect (it runs on every event)."""
+    stmt = _BUMP.get(sqlite)
+    if stmt is None:
+        table = FloodWindow.__table__  # type: ignore[attr-defined]
+        insert = sqlite_insert if sqlite else pg_insert
+        stmt = _BUMP[sqlite] = (
+            insert(table)
+            .on_conflict_do_update(
+                index_elements=["citizen_id", "kind", "window_start"],
+                set_={"count": table.c.count + bindparam("by")},
+            )
+            .returning(table.c.id, table.c.count)
+        )
+    return stmt

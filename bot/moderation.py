@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlmodel import col
 
 from bot import errors
@@ -227,13 +227,19 @@ def parse_platform_id(value: str, default_platform: str) -> tuple[str, str]:
     return platform, user_id
 
 
+_BAN_REASON = select(col(Ban.reason)).where(
+    col(Ban.consultation_id) == bindparam("consultation"),
+    col(Ban.citizen_id) == bindparam("citizen"),
+)
+
+
 def ensure_not_banned(repos: Repos, consultation_id: int, citizen: Citizen) -> None:
     """Raise ``Banned`` if the citizen is suspended from this consultation."""
-    reason = repos.session.execute(
-        select(col(Ban.reason)).where(
-            col(Ban.consultation_id) == consultation_id, col(Ban.citizen_id) == citizen.id
-        )
-    ).scalar()
+    reason = (
+        repos.session.connection()
+        .execute(_BAN_REASON, {"consultation": consultation_id, "citizen": citizen.id})
+        .scalar()
+    )
     if reason is not None:
         raise Banned(reason=reason_label(reason))
 
