@@ -26,6 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, text
+from sqlmodel import select
 
 from bot import notices
 from bot.consultation_file import ReminderPolicy
@@ -36,6 +37,7 @@ from bot.results import ContributionFigures, QuestionInfo, Results, compute_resu
 from bot.router import Capabilities
 from bot.services import Services
 from storage.db import Database
+from storage.models_moderation import Moderator
 from storage.models_scheduler import Broadcast
 from storage.repositories import Repos
 from storage.repositories_scheduler import DeliveryCounts, Recipient, SchedulerRepo
@@ -48,10 +50,14 @@ WEEK = timedelta(days=7)
 
 
 def moderator_ids(repos: Repos, consultation_id: int, admins: Iterable[str]) -> set[str]:
-    """Platform ids ("telegram:42") of the people who moderate a consultation: today the
-    administrators from the settings. Per-consultation moderators (stored by the moderation
-    feature) belong here too."""
-    return set(admins)
+    """Platform ids ("telegram:42") of the people who moderate a consultation: the
+    administrators from the settings and the consultation's own moderators."""
+    rows = repos.session.exec(
+        select(Moderator.platform, Moderator.platform_user_id).where(
+            Moderator.consultation_id == consultation_id
+        )
+    ).all()
+    return set(admins) | {f"{platform}:{user_id}" for platform, user_id in rows}
 
 
 class BroadcastService:

@@ -230,3 +230,19 @@ async def test_results_via_the_service_match_the_live_statistics_on_both_databas
         live = BroadcastService(repos, earlier).compute_results(info)
         assert live.statistics == Services(repos, earlier).consultations.statistics(info)
         assert live.participants == computed.participants and live.questions == computed.questions
+
+
+async def test_the_consultations_own_moderators_receive_the_results_files(world):
+    await world.tick()
+    chats = take_part(world)
+    mia = Chat(world.app.engine, user="mia", language="fr")
+    mia.send("/start")  # her private chat is known
+    replies = chats["admin"].send("/mod add console:mia")
+    assert "mia" in replies.text
+    world.app.clock.now = CLOSES  # type: ignore[attr-defined]
+    await world.tick()
+    files = {r.attachment for r in world.channel.records if r.chat_id == "mia" and r.attachment}
+    assert {"results-demo.csv", "results-demo.json"} <= files
+    # a participant who is not a moderator gets the chart, not the export files
+    ann = {r.attachment for r in world.channel.records if r.chat_id == "ann" and r.attachment}
+    assert "results-demo.csv" not in ann
