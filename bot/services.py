@@ -79,10 +79,21 @@ class ConsultationService:
         self.repos, self.now, self.cache = repos, now, cache
 
     def import_document(self, doc: ConsultationDocument) -> tuple[Consultation, bool]:
+        """Create or update a consultation from its file. A date the file does not change keeps
+        what moderators did with it since (an extension of the closing date survives a
+        re-import of the same file; a new date in the file wins)."""
+        opens_at, closes_at = doc.opens_at_utc, doc.closes_at_utc
+        existing = self.repos.consultations.by_slug(doc.slug)
+        if existing is not None:
+            before = ConsultationDocument.from_json(existing.document)
+            if before.opens_at_utc == opens_at:
+                opens_at = existing.opens_at
+            if before.closes_at_utc == closes_at:
+                closes_at = existing.closes_at
         return self.repos.consultations.upsert(
             slug=doc.slug,
-            opens_at=doc.opens_at_utc,
-            closes_at=doc.closes_at_utc,
+            opens_at=opens_at,
+            closes_at=closes_at,
             timezone=doc.timezone,
             document=doc.to_json(),
             question_keys=[q.key for q in doc.questions],

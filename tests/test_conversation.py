@@ -479,3 +479,23 @@ def test_user_text_is_escaped_in_html(app, chat):
     replies = chat("bob", buttons=True).send("/ideas 1")
     html = "".join(render_html(m.text) for m in replies)
     assert "<script>" not in html and "&lt;script&gt;" in html and "&amp; co" in html
+
+
+def test_reimporting_the_same_file_keeps_an_extension_but_a_new_date_wins(app):
+    from sqlmodel import select
+
+    from storage.models import Consultation
+
+    extended = DOC.closes_at_utc + timedelta(days=14)
+    with app.db.session() as s:  # what /extend does to the row
+        row = s.exec(select(Consultation)).one()
+        row.closes_at = extended
+    app.import_consultation(SEED)
+    with app.db.session() as s:
+        assert s.exec(select(Consultation.closes_at)).one() == extended
+    data = DOC.to_json()
+    data["closes_at"] = "2019-09-30T00:00:00"
+    app.import_consultation(ConsultationDocument.from_json(data))
+    with app.db.session() as s:
+        closes = s.exec(select(Consultation.closes_at)).one()
+    assert closes == ConsultationDocument.from_json(data).closes_at_utc
