@@ -384,6 +384,29 @@ def approve(ctx: Ctx) -> Reply:
     return _decision_reply(ctx, decision)
 
 
+def _target_and_reason(
+    ctx: Ctx, verb: str, command: str, question: str, reasons: dict[str, str]
+) -> tuple[Target, str | None, OutboundMessage | None]:
+    """The target of a moderation decision and its reason; without a reason, (after checking
+    the moderator may act on it) the reply that asks for one."""
+    assert ctx.action is not None
+    target = Target.parse(ctx.action.args[0])  # no argument: the usage line
+    reason = _reason(ctx)
+    if reason:
+        return target, reason, None
+    svc = service(ctx)
+    svc.require(actor(ctx), svc.content(target).consultation_id)
+    picker = _reason_picker(
+        ctx,
+        verb,
+        target,
+        question.format(target=target.label()),
+        reasons,
+        f"/{command} {target.code} {_reason_word()}",
+    )
+    return target, None, picker
+
+
 @router.action(
     "mhide",
     command="hide",
@@ -392,21 +415,12 @@ def approve(ctx: Ctx) -> Reply:
     role=Role.MODERATOR,
 )
 def hide(ctx: Ctx) -> Reply:
-    assert ctx.action is not None
-    target = Target.parse(ctx.action.args[0])  # no argument: the usage line
-    reason = _reason(ctx)
+    target, reason, ask = _target_and_reason(
+        ctx, "mhide", "hide", _("Why hide {target}? The author will be told."), REPORT_REASONS
+    )
+    if ask is not None or reason is None:
+        return ask
     svc = service(ctx)
-    if not reason:
-        content = svc.content(target)
-        svc.require(actor(ctx), content.consultation_id)
-        return _reason_picker(
-            ctx,
-            "mhide",
-            target,
-            _("Why hide {target}? The author will be told.").format(target=target.label()),
-            REPORT_REASONS,
-            f"/hide {target.code} {_reason_word()}",
-        )
     decision = svc.hide(actor(ctx), target, reason)
     content = decision.content
     notify_author(ctx, content, lambda: _author_message("hide", content, decision.reason))
@@ -421,22 +435,16 @@ def hide(ctx: Ctx) -> Reply:
     role=Role.MODERATOR,
 )
 def restore(ctx: Ctx) -> Reply:
-    assert ctx.action is not None
-    target = Target.parse(ctx.action.args[0])  # no argument: the usage line
-    reason = _reason(ctx)
-    svc = service(ctx)
-    if not reason:
-        content = svc.content(target)
-        svc.require(actor(ctx), content.consultation_id)
-        return _reason_picker(
-            ctx,
-            "mrest",
-            target,
-            _("Why restore {target}? The author will be told.").format(target=target.label()),
-            RESTORE_REASONS,
-            f"/restore {target.code} {_reason_word()}",
-        )
-    decision = svc.restore(actor(ctx), target, reason)
+    target, reason, ask = _target_and_reason(
+        ctx,
+        "mrest",
+        "restore",
+        _("Why restore {target}? The author will be told."),
+        RESTORE_REASONS,
+    )
+    if ask is not None or reason is None:
+        return ask
+    decision = service(ctx).restore(actor(ctx), target, reason)
     content = decision.content
     notify_author(ctx, content, lambda: _author_message("restore", content, decision.reason))
     return _decision_reply(ctx, decision)
@@ -453,23 +461,16 @@ def restore(ctx: Ctx) -> Reply:
     role=Role.MODERATOR,
 )
 def ban(ctx: Ctx) -> Reply:
-    assert ctx.action is not None
-    target = Target.parse(ctx.action.args[0])  # no argument: the usage line
-    reason = _reason(ctx)
+    target, reason, ask = _target_and_reason(
+        ctx,
+        "mban",
+        "ban",
+        _("Why suspend the author of {target}? They will be told."),
+        REPORT_REASONS,
+    )
+    if ask is not None or reason is None:
+        return ask
     svc = service(ctx)
-    if not reason:
-        content = svc.content(target)
-        svc.require(actor(ctx), content.consultation_id)
-        return _reason_picker(
-            ctx,
-            "mban",
-            target,
-            _("Why suspend the author of {target}? They will be told.").format(
-                target=target.label()
-            ),
-            REPORT_REASONS,
-            f"/ban {target.code} {_reason_word()}",
-        )
     outcome = svc.ban(actor(ctx), target, reason)
     info = ctx.services.consultations.get(outcome.consultation_id)
     recipient = private_recipient(ctx, outcome.author)
