@@ -68,6 +68,21 @@ def _footer(rt: RichText) -> RichText:
     return rt.p(i(_("To stop receiving news of this consultation: /reminders off")))
 
 
+def _addressed(
+    rt: RichText,
+    info: ConsultationInfo,
+    audience: str,
+    now: datetime,
+    caps: Capabilities,
+    typed: TypedCommand | None,
+) -> OutboundMessage:
+    """News for a citizen (with how to stop it and the menu) or for a group (with a link to
+    take part in private)."""
+    if audience == "citizen":
+        return _finish(_footer(rt), _citizen_buttons(info, now, participate=True), caps, typed)
+    return _finish(rt, _group_buttons(info, caps), caps, typed)
+
+
 def opening(
     info: ConsultationInfo,
     locale: str,
@@ -89,9 +104,7 @@ def opening(
     if content.summary:
         rt = rt.p(content.summary)
     rt = rt.p(_("Answer the questions, and support and comment on the ideas of others."))
-    if audience == "citizen":
-        return [_finish(_footer(rt), _citizen_buttons(info, now, participate=True), caps, typed)]
-    return [_finish(rt, _group_buttons(info, caps), caps, typed)]
+    return [_addressed(rt, info, audience, now, caps, typed)]
 
 
 def extension(
@@ -112,9 +125,7 @@ def extension(
             )
         )
     )
-    if audience == "citizen":
-        return [_finish(_footer(rt), _citizen_buttons(info, now, participate=True), caps, typed)]
-    return [_finish(rt, _group_buttons(info, caps), caps, typed)]
+    return [_addressed(rt, info, audience, now, caps, typed)]
 
 
 def pick_text(texts: dict[str, str], locale: str, default: str) -> str:
