@@ -2,7 +2,7 @@
 
 python-telegram-bot does the HTTP (``telegram.Bot``), inside our event loop. Its ``Updater`` and
 webhook handler are not used: they confirm updates before they are handled (see
-``/work/shared/reference/platform-facts.md``). Instead:
+the project's platform notes on Telegram delivery). Instead:
 
 - **Polling** (default): our own ``getUpdates`` loop. Each batch is translated and committed to
   the inbox (``engine.ingest_many``, deduplicated on stable platform keys) *before* the next
