@@ -22,6 +22,7 @@ from tests.support.matrix_bot import (
     RunningBot,
     bot_settings,
     wait_ignored,
+    wait_joined,
 )
 from tests.support.matrix_fixtures import (
     AccountFactory,
@@ -30,7 +31,6 @@ from tests.support.matrix_fixtures import (
     join_room,
     send_text,
     sync_once,
-    wait_for_join,
 )
 
 DOC = load_consultation_file(SEED)
@@ -67,7 +67,7 @@ async def open_dm(
     account = await matrix_account.create(prefix)
     client = await matrix_clients(account, encryption=encrypted)
     room_id = await create_dm(client, bot.user_id, encrypted=encrypted)
-    await wait_for_join(client, room_id, bot.user_id, timeout=20)
+    await wait_joined(client, room_id, bot.user_id, timeout=20)
     return Citizen(app, account, client, room_id, bot.user_id)
 
 
@@ -205,7 +205,7 @@ async def test_public_room_start_offers_a_dm_and_keeps_answers_private(
             )
             assert isinstance(created, nio.RoomCreateResponse), created
             room_id = created.room_id
-            await wait_for_join(moderator, room_id, bot.user_id, timeout=20)
+            await wait_joined(moderator, room_id, bot.user_id, timeout=20)
             citizen_account = await matrix_account.create("citizen")
             citizen_client = await matrix_clients(citizen_account)
             await join_room(citizen_client, room_id)
@@ -231,7 +231,7 @@ async def test_public_room_start_offers_a_dm_and_keeps_answers_private(
             assert isinstance(other, nio.RoomCreateResponse)
             # ...but a DM from anyone is accepted.
             dm = await create_dm(stranger, bot.user_id)
-            await wait_for_join(stranger, dm, bot.user_id, timeout=20)
+            await wait_joined(stranger, dm, bot.user_id, timeout=20)
             await sync_once(stranger)
             room = stranger.rooms[other.room_id]
             assert bot.user_id not in room.users or room.users[bot.user_id].invited

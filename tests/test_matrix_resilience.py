@@ -13,7 +13,6 @@ from typing import Any
 import nio
 import pytest
 
-from adapters.matrix.render import KEY_FIELD
 from bot.app import App
 from bot.consultation_file import load_consultation_file
 from bot.i18n import gettext, use_locale
@@ -24,7 +23,9 @@ from tests.support.matrix_bot import (
     RunningBot,
     bot_settings,
     raw_put,
+    timeline_keys,
     wait_ignored,
+    wait_joined,
     wait_processed,
 )
 from tests.support.matrix_fixtures import (
@@ -34,7 +35,6 @@ from tests.support.matrix_fixtures import (
     join_room,
     send_text,
     sync_once,
-    wait_for_join,
 )
 from tests.support.synapse import MatrixAccount
 
@@ -52,7 +52,7 @@ async def open_dm(
     account = await matrix_account.create("citizen")
     client = await matrix_clients(account, encryption=encrypted)
     room_id = await create_dm(client, bot_user_id, encrypted=encrypted)
-    await wait_for_join(client, room_id, bot_user_id, timeout=20)
+    await wait_joined(client, room_id, bot_user_id, timeout=20)
     return Citizen(app, account, client, room_id, bot_user_id)
 
 
@@ -69,7 +69,7 @@ async def test_first_start_skips_history_then_downtime_is_caught_up_even_past_th
     room_id = await create_dm(client, bot_account.user_id)
     raw_bot = await matrix_clients(bot_account)
     await join_room(raw_bot, room_id)
-    await wait_for_join(client, room_id, bot_account.user_id)
+    await wait_joined(client, room_id, bot_account.user_id)
     old = await send_text(client, room_id, "/stats")
     assert isinstance(old, nio.RoomSendResponse)
     citizen = Citizen(app, citizen_account, client, room_id, bot_account.user_id)
@@ -102,6 +102,31 @@ async def test_first_start_skips_history_then_downtime_is_caught_up_even_past_th
     finally:
         await bot.stop()
     await wait_ignored(app, old.event_id, timeout=0)
+
+
+async def test_a_dm_opened_while_the_bot_was_down_is_answered_in_full(
+    app: App,
+    matrix_account: AccountFactory,
+    matrix_clients: ClientFactory,
+    tmp_path: Path,
+) -> None:
+    """Invitation and messages before the bot's very first start, more of them than the
+    timeline limit: the bot joins, fetches back to its invitation and answers them all."""
+    bot_account = await matrix_account.create("parlons")
+    citizen_account = await matrix_account.create("citizen")
+    client = await matrix_clients(citizen_account)
+    room_id = await create_dm(client, bot_account.user_id)
+    sent = []
+    for command in ["/start", "/about 1", "/stats", "/help", "/about 2"]:
+        response = await send_text(client, room_id, command)
+        assert isinstance(response, nio.RoomSendResponse)
+        sent.append(response.event_id)
+    citizen = Citizen(app, citizen_account, client, room_id, bot_account.user_id)
+    settings = bot_settings(app, bot_account, tmp_path / "store", matrix_timeline_limit=2)
+    async with RunningBot(app, settings) as bot:
+        for event_id in sent:
+            assert await citizen.replies_to(event_id), event_id
+        assert bot.service.stats.backfilled >= 3
 
 
 async def _withheld_key_message(citizen: Citizen, text: str) -> tuple[str, Any]:
@@ -224,30 +249,6 @@ async def test_sends_are_idempotent_and_attachments_are_uploaded(
         # One event per key in the room, despite the second send.
         keys = await timeline_keys(citizen)
         assert keys.count("out-test-1") == 1 and keys.count("out-test-1.file") == 1
-
-
-async def timeline_keys(citizen: Citizen) -> list[str]:
-    """Every ``org.parlons.key`` of the bot's events in the citizen's room, from the server's
-    timeline (decrypted by the citizen's client), oldest first."""
-    client = citizen.client
-    keys: list[str] = []
-    token = client.next_batch
-    while True:
-        response = await client.room_messages(citizen.room_id, start=token, limit=500)
-        assert isinstance(response, nio.RoomMessagesResponse), response
-        for event in response.chunk:
-            if getattr(event, "sender", None) != citizen.bot_user_id:
-                continue
-            if isinstance(event, nio.MegolmEvent):
-                raise AssertionError(f"undecryptable bot event {event.event_id}")
-            key = (event.source.get("content") or {}).get(KEY_FIELD)
-            if key:
-                keys.append(key)
-        if not response.chunk or not response.end or response.end == token:
-            break
-        token = response.end
-    keys.reverse()
-    return keys
 
 
 async def test_password_login_keeps_one_device_across_restarts(

@@ -255,10 +255,12 @@ def _member(idx: int, membership: str, prev: str | None = None) -> object:
 def test_history_before_the_invitation_is_skipped() -> None:
     msg = type("E", (), {"source": message("old")})()
     timeline = [msg, _member(1, "invite"), msg, _member(2, "join", "invite")]
-    assert newly_joined_cut(timeline, "@parlons:x") == 1
-    assert newly_joined_cut([msg, _member(2, "join")], "@parlons:x") == 1
-    assert newly_joined_cut([msg, _member(3, "join", "join")], "@parlons:x") is None
-    assert newly_joined_cut([msg], "@parlons:x") is None
+    assert newly_joined_cut(timeline, "@parlons:x") == (1, False)
+    # The invitation fell out of a limited timeline: cut at the join, and say it is missing.
+    assert newly_joined_cut([msg, _member(2, "join", "invite")], "@parlons:x") == (1, True)
+    assert newly_joined_cut([msg, _member(2, "join")], "@parlons:x") == (1, False)
+    assert newly_joined_cut([msg, _member(3, "join", "join")], "@parlons:x") == (None, False)
+    assert newly_joined_cut([msg], "@parlons:x") == (None, False)
 
 
 def _fresh(failures: int) -> float:

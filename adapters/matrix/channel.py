@@ -79,6 +79,8 @@ class MatrixChannel:
         # Set from the database at start (see MatrixService): scopes transaction ids to this
         # installation, so a fresh database on the same device cannot collide with old ids.
         self.txn_prefix = "parlons"
+        # Rooms the bot left (nio forgets them): replies to them cannot be delivered.
+        self.left_rooms: set[str] = set()
         self.sent_events = 0
 
     async def send(self, message: OutboundMessage, *, key: str) -> Sent:
@@ -100,10 +102,9 @@ class MatrixChannel:
         self, room_id: str, event_type: str, content: dict[str, Any], part: object, key: str
     ) -> str:
         txn = f"{self.txn_prefix}-{key}" + (f".{part}" if part else "")
+        if room_id in self.left_rooms:
+            raise Unreachable(f"left room {room_id}")
         room = self.client.rooms.get(room_id)
-        if room is None and room_id not in self.client.invited_rooms:
-            # nio must know a room to send to it (encryption state, members). A room we left.
-            raise Unreachable(f"not in room {room_id}")
         try:
             if room is not None and room.encrypted:
                 await self.refresh_keys()
@@ -113,6 +114,8 @@ class MatrixChannel:
         except (aiohttp.ClientError, TimeoutError, nio.SendRetryError) as exc:
             raise TemporaryFailure(f"send to {room_id}: {exc!r}") from exc
         except nio.LocalProtocolError as exc:
+            # e.g. "No such room": nio has not synced this room yet (it must know a room's
+            # encryption and members to send to it).
             raise TemporaryFailure(f"send to {room_id}: {exc}") from exc
         if isinstance(response, nio.ErrorResponse):
             raise outcome(response, f"send to {room_id}")

@@ -129,24 +129,30 @@ def chat_type(room: nio.MatrixRoom | None) -> ChatType:
     return ChatType.PRIVATE
 
 
-def newly_joined_cut(events: list[Any], me: str) -> int | None:
-    """In the timeline of a room the bot has just joined, the index of the event after which
-    messages are for the bot (its invitation, else its join); ``None`` if the bot did not join
-    in this timeline."""
+def _own_membership(event: Any, me: str) -> tuple[str | None, str | None]:
+    """(membership, previous membership) of a member event about the bot, else (None, None)."""
+    source = getattr(event, "source", None) or {}
+    if source.get("type") != "m.room.member" or source.get("state_key") != me:
+        return None, None
+    prev = ((source.get("unsigned") or {}).get("prev_content") or {}).get("membership")
+    return (source.get("content") or {}).get("membership"), prev
+
+
+def newly_joined_cut(events: list[Any], me: str) -> tuple[int | None, bool]:
+    """In the timeline of a room the bot has just joined: the index of the event after which
+    messages are for the bot (its invitation, else its join; ``None`` if the bot did not join
+    in these events), and whether the invitation is missing from them (a limited timeline)."""
     last_invite: int | None = None
     cut: int | None = None
+    missing = False
     for index, event in enumerate(events):
-        source = getattr(event, "source", None) or {}
-        if source.get("type") != "m.room.member" or source.get("state_key") != me:
-            continue
-        membership = (source.get("content") or {}).get("membership")
+        membership, prev = _own_membership(event, me)
         if membership == "invite":
             last_invite = index
-        elif membership == "join":
-            prev = ((source.get("unsigned") or {}).get("prev_content") or {}).get("membership")
-            if prev != "join":
-                cut = last_invite if last_invite is not None else index
-    return cut
+        elif membership == "join" and prev != "join":
+            cut = last_invite if last_invite is not None else index
+            missing = last_invite is None and prev == "invite"
+    return cut, missing
 
 
 class MatrixService:
@@ -202,23 +208,35 @@ class MatrixService:
         # Invitations not acted on yet: room id → {inviter, direct}.
         self.invites: dict[str, dict[str, Any]] = {}
         self._requested_keys: set[str] = set()
+        self._sender_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     # ------------------------------------------------------------------ run
 
     async def run(self, stop: asyncio.Event) -> None:
-        sender: asyncio.Task[None] | None = None
+        self._stop = stop
         try:
             if not await self._login(stop):
                 return
-            sender = asyncio.create_task(self.sender.run(stop))
-            await self._sync_loop(stop)
+            await self._sync_loop(stop, await self._load_state())
         finally:
+            sender = self._sender_task
             if sender is not None:
                 if not stop.is_set():
                     sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sender
             await self.client.close()
+
+    async def _start_sender(self) -> None:
+        """After the first sync (nio must know the rooms to send to them): send what a previous
+        process left pending, before new events are processed, so that reactions and replies to
+        those messages find their Matrix event ids; then keep sending in the background."""
+        if self._sender_task is not None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.sender.flush(), timeout=30)
+        self._sender_task = asyncio.create_task(self.sender.run(self._stop))
 
     # ------------------------------------------------------------------ login
 
@@ -308,7 +326,12 @@ class MatrixService:
                 self._save_credentials()
         if client.olm is None:
             raise MatrixConfigError("matrix-nio lacks encryption: install matrix-nio[e2e]")
-        log.info("matrix: logged in as %s (device %s)", client.user_id, client.device_id)
+        log.info(
+            "matrix: logged in as %s (device %s, ed25519 fingerprint %s)",
+            client.user_id,
+            client.device_id,
+            client.olm.account.identity_keys["ed25519"],
+        )
         await self._crypto_chores()
 
     # ------------------------------------------------------------------ sync loop
@@ -320,7 +343,11 @@ class MatrixService:
         call, key = self.runtime.call, self._key
         token = await call(self.engine.channel_state, key("next_batch"))
         txn = await call(self.engine.channel_state, key("txn"))
-        self.channel.txn_prefix = f"parlons-{txn or secrets.token_hex(4)}"
+        if txn is None:
+            # Transaction ids are scoped to this database: committed before anything is sent.
+            txn = secrets.token_hex(4)
+            await call(self.engine.ingest_batch, [], {key("txn"): txn})
+        self.channel.txn_prefix = f"parlons-{txn}"
         pending = await call(self.engine.channel_state, key("undecrypted"))
         self.undecrypted = json.loads(pending) if pending else {}
         invites = await call(self.engine.channel_state, key("invites"))
@@ -335,8 +362,7 @@ class MatrixService:
             self._key("invites"): json.dumps(self.invites),
         }
 
-    async def _sync_loop(self, stop: asyncio.Event) -> None:
-        token = await self._load_state()
+    async def _sync_loop(self, stop: asyncio.Event, token: str | None) -> None:
         backoff = Backoff()
         full_state = True  # the first sync of a process: nio learns every room's state
         while not stop.is_set():
@@ -357,9 +383,11 @@ class MatrixService:
                     raise outcome(response, "sync")
                 self.stats.syncs += 1
                 events = await self._collect(response, token)
-                await self.runtime.call(
+                new = await self.runtime.call(
                     self.engine.ingest_batch, events, self._state(response.next_batch)
                 )
+                if events:
+                    log.info("matrix: %d event(s) committed (%d new)", len(events), new)
             except asyncio.CancelledError:
                 raise
             except MatrixConfigError:
@@ -400,21 +428,24 @@ class MatrixService:
             await self._leave_empty_rooms(response)
         except (aiohttp.ClientError, TimeoutError, nio.LocalProtocolError) as exc:
             log.warning("matrix housekeeping failed: %r", exc)
+        await self._start_sender()
         try:
             await self.process_inbox()
         except Exception:
             # The events stay pending in the inbox: processed after the next sync.
             log.exception("matrix: processing the inbox failed")
 
-    async def process_inbox(self) -> None:
-        """Process every pending Matrix event (one transaction each) and wake the sender."""
+    async def process_inbox(self, chunk: int = 100) -> None:
+        """Process every pending Matrix event (a chunk per transaction: each event's effect,
+        replies and status commit together) and wake the sender."""
         while True:
-            ids = await self.runtime.call(self.engine.pending, PLATFORM, 100)
+            ids = await self.runtime.call(self.engine.pending, PLATFORM, chunk)
             if not ids:
                 return
-            for inbox_id in ids:
-                if await self.runtime.call(self.engine.process, inbox_id):
-                    self.sender.wake.set()
+            if await self.runtime.call(self.engine.process_many, ids):
+                self.sender.wake.set()
+            if len(ids) < chunk:
+                return
 
     # ------------------------------------------------------------------ translating a batch
 
@@ -426,7 +457,14 @@ class MatrixService:
         seen: dict[str, InboundEvent] = {}
         for room_id, info in response.rooms.join.items():
             timeline = list(info.timeline.events)
-            cut = newly_joined_cut(timeline, self.user_id)
+            cut, invite_missing = newly_joined_cut(timeline, self.user_id)
+            if invite_missing and info.timeline.limited and info.timeline.prev_batch:
+                # Joined, but the invitation is beyond the timeline limit: what citizens wrote
+                # between the invitation and the join is for the bot. Fetch back to it.
+                earlier = await self._back_to_invite(room_id, info.timeline.prev_batch)
+                self.stats.backfilled += len(earlier)
+                timeline = earlier + timeline
+                cut, _missing = newly_joined_cut(timeline, self.user_id)
             if cut is not None:
                 timeline = timeline[cut + 1 :]
             elif info.timeline.limited and info.timeline.prev_batch:
@@ -488,6 +526,28 @@ class MatrixService:
             log.warning("matrix: gap in %s longer than %d pages", room_id, MAX_BACKFILL_PAGES)
         collected.reverse()
         return collected
+
+    async def _back_to_invite(self, room_id: str, prev_batch: str) -> list[Any]:
+        """The events from the bot's invitation to a limited timeline's start (none if the
+        invitation is not found within MAX_BACKFILL_PAGES pages)."""
+        collected: list[Any] = []
+        start = prev_batch
+        for _page in range(MAX_BACKFILL_PAGES):
+            response = await self.client.room_messages(
+                room_id, start=start, direction=nio.MessageDirection.back, limit=100
+            )
+            if isinstance(response, nio.ErrorResponse):
+                raise outcome(response, f"back-fill {room_id}")
+            for index, event in enumerate(response.chunk):
+                if _own_membership(event, self.user_id)[0] == "invite":
+                    collected.extend(response.chunk[: index + 1])
+                    collected.reverse()
+                    return collected
+            collected.extend(response.chunk)
+            if not response.chunk or not response.end or response.end == start:
+                break
+            start = response.end
+        return []
 
     # ------------------------------------------------------------------ undecryptable events
 
@@ -559,7 +619,7 @@ class MatrixService:
             if client.outgoing_to_device_messages:
                 await client.send_to_device_messages()
             if client.should_upload_keys:
-                _warn(await client.keys_upload(), "keys_upload")
+                self._uploaded(await client.keys_upload())
             if client.should_query_keys:
                 _warn(await client.keys_query(), "keys_query")
             if client.should_claim_keys:
@@ -567,6 +627,20 @@ class MatrixService:
                 _warn(await client.keys_claim(users), "keys_claim")
         if self.settings.matrix_device_trust == "tofu":
             self._trust_new_devices()
+
+    def _uploaded(self, response: Any) -> None:
+        if not isinstance(response, nio.ErrorResponse):
+            return
+        olm = self.client.olm
+        if olm is not None and "already exists" in str(response.message):
+            # Killed between the homeserver storing our one-time keys and nio recording that
+            # they were published: record it now, or every later upload fails the same way.
+            log.warning("matrix: one-time keys were already uploaded; marking them published")
+            olm.account.shared = True
+            olm.mark_keys_as_published()
+            olm.save_account()
+            return
+        log.warning("matrix keys_upload failed: %s", response)
 
     def _trust_new_devices(self) -> None:
         """Trust on first use: every device the bot learns about is marked verified in its
@@ -645,6 +719,7 @@ class MatrixService:
                 log.info("matrix: leaving %s, now empty", room_id)
                 left = await self.client.room_leave(room_id)
                 if not isinstance(left, nio.ErrorResponse):
+                    self.channel.left_rooms.add(room_id)
                     await self.client.room_forget(room_id)  # nio then drops the room
 
 

@@ -34,6 +34,23 @@ from tests.support.matrix_fixtures import MatrixTimeout, send_text, sync_once
 from tests.support.synapse import MatrixAccount
 
 
+async def wait_joined(
+    client: nio.AsyncClient, room_id: str, user_id: str, *, timeout: float = 20
+) -> None:
+    """Sync ``client`` until ``user_id`` has JOINED ``room_id`` (nio lists invited users among
+    ``room.users`` too, so ``wait_for_join`` returns as soon as the invitation is seen)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        room = client.rooms.get(room_id)
+        member = room.users.get(user_id) if room is not None else None
+        if member is not None and not member.invited:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise MatrixTimeout(f"{user_id} did not join {room_id} within {timeout} s")
+        await sync_once(client, timeout_ms=int(min(remaining, 2) * 1000))
+
+
 def bot_settings(app: App, account: MatrixAccount, store: Path, **extra: Any) -> Settings:
     values: dict[str, Any] = {
         "matrix_homeserver": account.homeserver,
@@ -186,6 +203,9 @@ class Replies(list[Reply]):
         raise AssertionError(f"no option {command!r} in:\n{self.text}")
 
 
+_CITIZEN_FILTER = {"room": {"timeline": {"limit": 1000}}}
+
+
 @dataclass
 class Citizen:
     app: App
@@ -214,7 +234,20 @@ class Citizen:
             self.other.append(source)
 
     async def pump(self, timeout_ms: int = 1000) -> None:
-        response = await sync_once(self.client, timeout_ms=timeout_ms)
+        """One sync of the citizen's client, collecting the bot's events (a large timeline
+        limit: the citizen may not have synced for a while, e.g. while the bot was down)."""
+        client = self.client
+        response = await client.sync(timeout=timeout_ms, sync_filter=_CITIZEN_FILTER)
+        assert isinstance(response, nio.SyncResponse), response
+        if client.olm is not None:
+            if client.outgoing_to_device_messages:
+                await client.send_to_device_messages()
+            if client.should_upload_keys:
+                await client.keys_upload()
+            if client.should_query_keys:
+                await client.keys_query()
+            if client.should_claim_keys:
+                await client.keys_claim(client.get_users_for_key_claiming())
         still = []
         for event in self._undecrypted:
             try:
@@ -237,8 +270,9 @@ class Citizen:
         deadline = time.monotonic() + timeout
         while not all(k in self.received for k in keys):
             if time.monotonic() > deadline:
-                missing = [k for k in keys if k not in self.received]
-                raise MatrixTimeout(f"{self.user_id} did not receive {missing}")
+                missing = [r for r in rows if f"out-{r.id}" not in self.received]
+                detail = [(r.id, r.status, r.platform_message_id, r.error) for r in missing]
+                raise MatrixTimeout(f"{self.user_id} did not receive {detail}")
             await self.pump(500)
         return Replies(self.received[k] for k in keys)
 
@@ -310,3 +344,27 @@ async def raw_send_encrypted(citizen: Citizen, event_type: str, content: dict[st
     path = f"/_matrix/client/v3/rooms/{room}/send/m.room.encrypted/{txn}"
     data = await raw_put(citizen.account, path, encrypted)
     return str(data["event_id"])
+
+
+async def timeline_keys(citizen: Citizen) -> list[str]:
+    """Every ``org.parlons.key`` of the bot's events in the citizen's room, from the server's
+    timeline (decrypted by the citizen's client), oldest first."""
+    client = citizen.client
+    keys: list[str] = []
+    token = client.next_batch
+    while True:
+        response = await client.room_messages(citizen.room_id, start=token, limit=500)
+        assert isinstance(response, nio.RoomMessagesResponse), response
+        for event in response.chunk:
+            if getattr(event, "sender", None) != citizen.bot_user_id:
+                continue
+            if isinstance(event, nio.MegolmEvent):
+                raise AssertionError(f"undecryptable bot event {event.event_id}")
+            key = (event.source.get("content") or {}).get(KEY_FIELD)
+            if key:
+                keys.append(key)
+        if not response.chunk or not response.end or response.end == token:
+            break
+        token = response.end
+    keys.reverse()
+    return keys
