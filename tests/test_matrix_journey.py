@@ -14,6 +14,7 @@ from bot.app import App
 from bot.consultation_file import load_consultation_file
 from bot.i18n import gettext, ngettext, use_locale
 from storage.models import Comment, Contribution, Support
+from storage.models_moderation import Moderator
 from tests.conftest import SEED, make_app
 from tests.support.harness import FakeClock
 from tests.support.matrix_bot import (
@@ -225,7 +226,22 @@ async def test_public_room_start_offers_a_dm_and_keeps_answers_private(
             await wait_ignored(app, sent, timeout=1.5)
             assert count(app, Contribution) == 0
 
-            # A citizen (not a moderator) cannot pull the bot into a group room...
+            # A moderator of a consultation (not an administrator) may invite it too...
+            moderator2_account = await matrix_account.create("moderator")
+            with app.db.session() as s:
+                s.add(
+                    Moderator(
+                        consultation_id=1,
+                        platform="matrix",
+                        platform_user_id=moderator2_account.user_id,
+                        created_at=clock(),
+                    )
+                )
+            moderator2 = await matrix_clients(moderator2_account)
+            hall = await moderator2.room_create(invite=[bot.user_id], name="Town hall")
+            assert isinstance(hall, nio.RoomCreateResponse)
+            await wait_joined(moderator2, hall.room_id, bot.user_id)
+            # ...but a citizen cannot pull the bot into a group room...
             stranger = await matrix_clients(await matrix_account.create("stranger"))
             other = await stranger.room_create(invite=[bot.user_id], name="Elsewhere")
             assert isinstance(other, nio.RoomCreateResponse)

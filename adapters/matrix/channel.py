@@ -79,11 +79,16 @@ class MatrixChannel:
         # Set from the database at start (see MatrixService): scopes transaction ids to this
         # installation, so a fresh database on the same device cannot collide with old ids.
         self.txn_prefix = "parlons"
+        # Set once the transaction-id prefix is loaded and nio has synced the rooms: sends before
+        # that (another service, e.g. the scheduler, sharing this channel) are told to retry.
+        self.ready = False
         # Rooms the bot left (nio forgets them): replies to them cannot be delivered.
         self.left_rooms: set[str] = set()
         self.sent_events = 0
 
     async def send(self, message: OutboundMessage, *, key: str) -> Sent:
+        if not self.ready:
+            raise TemporaryFailure("the Matrix channel has not synced yet")
         room_id = message.chat_id
         first: str | None = None
         parts = contents(message)

@@ -167,6 +167,9 @@ class MatrixService:
             raise MatrixConfigError("set PARLONS_MATRIX_HOMESERVER and PARLONS_MATRIX_USER_ID")
         self.user_id = settings.matrix_user_id
         self.store_path = Path(settings.matrix_store_path)
+        nio_log = logging.getLogger("nio")
+        if nio_log.level == logging.NOTSET and not log.isEnabledFor(logging.DEBUG):
+            nio_log.setLevel(logging.WARNING)  # nio logs every state event at INFO
         config = nio.AsyncClientConfig(
             encryption_enabled=True,
             store_sync_tokens=False,  # our own token, committed with the batch's effects
@@ -203,8 +206,10 @@ class MatrixService:
         self.filter = sync_filter(settings.matrix_timeline_limit)
         self.stats = Stats()
         self.ready = asyncio.Event()  # logged in and synced once (tests wait for it)
-        # Encrypted events waiting for their keys: event id → {room, source, seen}.
+        # Encrypted events waiting for their keys: event id → {room, source, seen}. A batch
+        # works on a copy (_waiting), which replaces this once the batch is committed.
         self.undecrypted: dict[str, dict[str, Any]] = {}
+        self._waiting: dict[str, dict[str, Any]] = {}
         # Invitations not acted on yet: room id → {inviter, direct}.
         self.invites: dict[str, dict[str, Any]] = {}
         self._requested_keys: set[str] = set()
@@ -234,8 +239,13 @@ class MatrixService:
         those messages find their Matrix event ids; then keep sending in the background."""
         if self._sender_task is not None:
             return
-        with contextlib.suppress(TimeoutError):
+        self.channel.ready = True
+        try:
             await asyncio.wait_for(self.sender.flush(), timeout=30)
+        except TimeoutError:
+            pass
+        except Exception:
+            log.exception("matrix: sending the pending replies failed")
         self._sender_task = asyncio.create_task(self.sender.run(self._stop))
 
     # ------------------------------------------------------------------ login
@@ -358,7 +368,7 @@ class MatrixService:
         return {
             self._key("next_batch"): next_batch,
             self._key("txn"): self.channel.txn_prefix.removeprefix("parlons-"),
-            self._key("undecrypted"): json.dumps(self.undecrypted),
+            self._key("undecrypted"): json.dumps(self._waiting),
             self._key("invites"): json.dumps(self.invites),
         }
 
@@ -386,6 +396,7 @@ class MatrixService:
                 new = await self.runtime.call(
                     self.engine.ingest_batch, events, self._state(response.next_batch)
                 )
+                self.undecrypted = self._waiting
                 if events:
                     log.info("matrix: %d event(s) committed (%d new)", len(events), new)
             except asyncio.CancelledError:
@@ -451,6 +462,7 @@ class MatrixService:
 
     async def _collect(self, response: nio.SyncResponse, since: str | None) -> list[InboundEvent]:
         self._note_invites(response)
+        self._waiting = dict(self.undecrypted)
         if since is None:
             return []  # the very first start: skip the history
         events: list[InboundEvent] = []
@@ -552,16 +564,16 @@ class MatrixService:
     # ------------------------------------------------------------------ undecryptable events
 
     async def _keep_undecrypted(self, event: nio.MegolmEvent, room_id: str) -> None:
-        if event.event_id in self.undecrypted:
+        if event.event_id in self._waiting:
             return
-        self.undecrypted[event.event_id] = {
+        self._waiting[event.event_id] = {
             "room": room_id,
             "source": event.source,
             "seen": time.time(),
         }
-        while len(self.undecrypted) > MAX_UNDECRYPTED:
-            oldest = min(self.undecrypted, key=lambda k: self.undecrypted[k]["seen"])
-            del self.undecrypted[oldest]
+        while len(self._waiting) > MAX_UNDECRYPTED:
+            oldest = min(self._waiting, key=lambda k: self._waiting[k]["seen"])
+            del self._waiting[oldest]
         log.info("matrix: %s not decryptable yet; requesting its key", event.event_id)
         await self._request_key(event, room_id)
 
@@ -581,11 +593,11 @@ class MatrixService:
         """Decrypt what can be now; give up on what waited too long (the citizen is told)."""
         out: list[InboundEvent] = []
         now = time.time()
-        for event_id, item in list(self.undecrypted.items()):
+        for event_id, item in list(self._waiting.items()):
             parsed = nio.Event.parse_event(item["source"])
             room = self._room(item["room"])
             if not isinstance(parsed, nio.MegolmEvent):
-                del self.undecrypted[event_id]
+                del self._waiting[event_id]
                 continue
             parsed.room_id = item["room"]
             try:
@@ -593,14 +605,14 @@ class MatrixService:
             except (nio.EncryptionError, AssertionError, KeyError):
                 decrypted = None
             if decrypted is not None and not isinstance(decrypted, nio.MegolmEvent):
-                del self.undecrypted[event_id]
+                del self._waiting[event_id]
                 self.stats.decrypted_late += 1
                 inbound = await self._translate(decrypted, room, seen)
                 if inbound is not None:
                     out.append(inbound)
                 continue
             if now - item["seen"] >= self.settings.matrix_undecryptable_wait:
-                del self.undecrypted[event_id]
+                del self._waiting[event_id]
                 self.stats.undecryptable += 1
                 log.warning("matrix: %s could not be decrypted", event_id)
                 if room.chat_type == ChatType.PRIVATE:
@@ -673,18 +685,21 @@ class MatrixService:
             if inviter is not None:
                 self.invites[room_id] = {"inviter": inviter, "direct": direct}
 
-    def accepts_invite(self, inviter: str, direct: bool) -> bool:
-        """DMs from anyone; group rooms from administrators and ``matrix_room_inviters``."""
+    async def accepts_invite(self, inviter: str, direct: bool) -> bool:
+        """DMs from anyone; group rooms from administrators, moderators of a consultation and
+        ``matrix_room_inviters``."""
         if direct:
             return True
         allowed = self.settings.matrix_room_inviters
         if "*" in allowed or inviter in allowed:
             return True
-        return self.app.dispatcher.role_of(PLATFORM, inviter) >= Role.MODERATOR
+        if self.app.dispatcher.role_of(PLATFORM, inviter) >= Role.MODERATOR:
+            return True
+        return await self.runtime.call(_moderates_something, self.app, inviter)
 
     async def _handle_invites(self) -> None:
         for room_id, invite in list(self.invites.items()):
-            accept = self.accepts_invite(invite["inviter"], invite["direct"])
+            accept = await self.accepts_invite(invite["inviter"], invite["direct"])
             response = await (self.client.join(room_id) if accept else self._reject(room_id))
             if isinstance(response, nio.ErrorResponse):
                 if response.status_code == "M_LIMIT_EXCEEDED":
@@ -737,6 +752,16 @@ class _CountingChannel:
         except RetryAfter:
             self.service.stats.throttled += 1
             raise
+
+
+def _moderates_something(app: App, user_id: str) -> bool:
+    """Whether this Matrix user moderates at least one consultation (runs in the DB thread)."""
+    from bot.moderation import ModerationService
+    from storage.repositories import Repos
+
+    with app.db.session() as session:
+        service = ModerationService(Repos(app.db, session), app.clock(), app.settings)
+        return bool(service.moderated(PLATFORM, user_id))
 
 
 def _login_error(response: nio.ErrorResponse) -> Exception:
