@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     matrix_pace_room_interval: float = Field(default=0.2, ge=0)
     # Encrypted rooms: "tofu" trusts each device of a room member the first time the bot sees
     # it (recorded in the store; later key changes for that device are refused), "ignore"
-    # shares room keys with every device without recording any trust. See docs/matrix.md.
+    # shares room keys with every device without recording any trust (README, "Run on Matrix").
     matrix_device_trust: str = Field(default="tofu", pattern="^(tofu|ignore)$")
     # Who may invite the bot into group rooms (DMs are accepted from anyone): Matrix user ids,
     # or "*" for everyone. Administrators (PARLONS_ADMINS) always may.

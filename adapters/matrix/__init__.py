@@ -1,5 +1,5 @@
 """The Matrix channel (matrix-nio): citizens and moderators use Parlons from Element and other
-Matrix clients, encrypted DMs included. See docs/matrix.md.
+Matrix clients, encrypted DMs included. See the README, "Run on Matrix".
 
 ``parlons run`` starts it when ``PARLONS_MATRIX_HOMESERVER`` is set; ``python -m adapters.matrix``
 runs it alone.

@@ -23,7 +23,7 @@ just joined it answers what was written after it was invited, not the room's old
 decrypts as it syncs. An event whose keys have not arrived is kept aside (in the database, with
 the batch), its key is requested from the sender's devices, and decryption is retried after
 every sync; if it is still unreadable after ``matrix_undecryptable_wait`` seconds the citizen is
-told. Device trust follows ``matrix_device_trust`` (see docs/matrix.md).
+told. Device trust follows ``matrix_device_trust`` (see the README, "Run on Matrix").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The Telegram channel: python-telegram-bot inside our event loop, a durable inbox in front.
 
 ``build_service(app, runtime)`` is what ``parlons run`` calls when ``PARLONS_TELEGRAM_TOKEN``
-is set. See ``docs/telegram.md`` for running it, and the modules for the details:
+is set. See the README ("Run on Telegram") for running it, and the modules for the details:
 ``translate`` (updates → events), ``channel`` (messages → Bot API calls), ``commands`` (the
 commands menu) and ``service`` (polling or webhook, processing, sending).
 """

@@ -23,7 +23,7 @@ forwarded message                              ``Unsupported("forward")``: someo
                                                are not taken as the citizen's
 ``edited_message`` (private chat)              ``Unsupported("edit")``: an edit is not a new
                                                contribution; the core asks for a new message
-``channel_post``, ``edited_channel_post``,     ignored (documented in docs/telegram.md):
+``channel_post``, ``edited_channel_post``,     ignored (see the README, "Run on Telegram"):
 ``my_chat_member``, service messages, inline   channels are not where participation happens
 queries, edits in groups, anything else
 messages from bots (and anonymous admins)      ignored
