@@ -499,3 +499,20 @@ def test_reimporting_the_same_file_keeps_an_extension_but_a_new_date_wins(app):
     with app.db.session() as s:
         closes = s.exec(select(Consultation.closes_at)).one()
     assert closes == ConsultationDocument.from_json(data).closes_at_utc
+
+
+def test_in_a_group_participation_points_to_the_private_chat_even_before_consent(app, chat):
+    group = chat(
+        "newcomer",
+        language="en",
+        buttons=True,
+        chat_type=ChatType.GROUP,
+        chat_id="-100300",
+        accept_privacy=False,
+    )
+    replies = group.send("/participate@parlons_bot")
+    assert (
+        tr("en", "Let's continue in a private chat: open a conversation with me to take part.")
+        in replies.text
+    )
+    assert "/accept" not in replies.text

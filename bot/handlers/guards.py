@@ -94,6 +94,16 @@ def participation_verb(ctx: Ctx) -> str | None:
     return None
 
 
+def _private_only_elsewhere(ctx: Ctx, verb: str) -> bool:
+    """A private-only action asked in a group: the router answers "continue in private", which
+    is the useful answer there (the notice comes in the private chat)."""
+    if ctx.private:
+        return False
+    entry = ctx.dispatcher.actions.get(verb)
+    command = ctx.dispatcher.commands.get(entry[1]) if entry and entry[1] else None
+    return command is not None and command.private_only
+
+
 def _resume(ctx: Ctx) -> str | None:
     """An action id that redoes this event after the notice is accepted (if it has one)."""
     action = event_action(ctx)
@@ -234,7 +244,8 @@ def privacy(ctx: Ctx, nxt: Next) -> list[OutboundMessage]:
     known = privacy_handlers.hints(ctx)
     if known.residue:
         known.residue = svc.sweep(keep_dialogue_id=ctx.dialogue.id) > 0
-    if participation_verb(ctx) is None or ctx.citizen.id in known.consented:
+    verb = participation_verb(ctx)
+    if verb is None or ctx.citizen.id in known.consented or _private_only_elsewhere(ctx, verb):
         return nxt(ctx)
     if svc.has_accepted(ctx.citizen):
         if len(known.consented) > 100_000:
