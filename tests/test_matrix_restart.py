@@ -16,17 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import random
 import re
-import signal
-import sys
 import time
 from collections import Counter
-from datetime import datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import nio
 import pytest
@@ -45,7 +40,6 @@ from storage.models import (
 from storage.models import (
     Citizen as CitizenRow,
 )
-from tests.conftest import ROOT, SEED
 from tests.support.matrix_bot import Citizen, Replies, timeline_keys, wait_joined, wait_processed
 from tests.support.matrix_fixtures import (
     AccountFactory,
@@ -54,6 +48,7 @@ from tests.support.matrix_fixtures import (
     create_dm,
     send_text,
 )
+from tests.support.processes import BotProcess, open_consultation
 from tests.support.synapse import MatrixAccount, SynapseServer
 
 CITIZENS = 5
@@ -62,84 +57,13 @@ MIN_KILLS = 8
 TIMEOUT = 240.0
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def open_consultation(tmp_path: Path) -> Path:
-    """The seed consultation, open from yesterday for a month (the bot runs on real time)."""
-    now = datetime.now(ZoneInfo("Europe/Paris"))
-    text = SEED.read_text(encoding="utf-8")
-    opens, closes = now - timedelta(days=1), now + timedelta(days=30)
-    text = text.replace("opens_at: 2018-02-23T10:00:00", f"opens_at: {opens:%Y-%m-%dT%H:%M:%S}")
-    text = text.replace("closes_at: 2019-08-31T00:00:00", f"closes_at: {closes:%Y-%m-%dT%H:%M:%S}")
-    path = tmp_path / "open.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-class BotProcess:
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env, self.logs = env, logs
-        self.proc: asyncio.subprocess.Process | None = None
-        self.starts = 0
-
-    async def start(self) -> None:
-        self.starts += 1
-        log = open(self.logs / f"bot-{self.starts}.log", "wb")  # noqa: SIM115 (child owns it)
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot.cli",
-            "run",
-            "--no-scheduler",
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=log,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-        log.close()
-
-    async def kill(self) -> None:
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-
-    async def stop(self) -> int:
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.proc.wait(), 30)
-        except TimeoutError:
-            await self.kill()
-            raise
-
-    async def wait_logged_in(self, timeout: float = 60) -> None:
-        """Until this process has logged in to Matrix (start-up takes seconds on a busy
-        machine: kills should hit its work, not only its imports)."""
-        path = self.logs / f"bot-{self.starts}.log"
-        deadline = time.monotonic() + timeout
-        while b"matrix: logged in" not in path.read_bytes():
-            assert self.proc is not None and self.proc.returncode is None, self.tail()
-            assert time.monotonic() < deadline, "the bot did not log in:\n" + self.tail()
-            await asyncio.sleep(0.05)
-
-    def tail(self) -> str:
-        path = self.logs / f"bot-{self.starts}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-30:])
-
-
 async def chaos(bot: BotProcess, rng: random.Random, done: asyncio.Event) -> int:
     """Start the bot and kill it at a random moment, again and again until the citizens are
     done and at least MIN_KILLS kills happened; then leave it running. Returns the kills."""
     kills = 0
     while True:
         await bot.start()
-        await bot.wait_logged_in()
+        await bot.wait_logged(b"matrix: logged in")
         await asyncio.sleep(rng.uniform(0.05, 2.5))
         if done.is_set() and kills >= MIN_KILLS:
             return kills
@@ -197,7 +121,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_posts_nothing_twice(
         "PARLONS_MATRIX_PACE_PER_SECOND": "200",
         "PARLONS_MATRIX_PACE_ROOM_INTERVAL": "0",
     }
-    bot = BotProcess(env, tmp_path)
+    bot = BotProcess(env, tmp_path, stop_timeout=30)
     done = asyncio.Event()
     chaos_task = asyncio.create_task(chaos(bot, rng, done))
     try:

@@ -11,25 +11,19 @@ Telegram only after the inbox commit, and an event's effect commits with its inb
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import os
 import random
-import signal
 import sqlite3
-import sys
 import time
 from collections import Counter
-from datetime import datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from bot.app import build_app
 from bot.settings import Settings
-from tests.conftest import ROOT, SEED
 from tests.support.bot_api_server import BotApiServer
+from tests.support.processes import BotProcess, open_consultation
 from tests.support.telegram import consent_command
 
 BOT = "parlons_test_bot"
@@ -38,24 +32,6 @@ FIRST_USER = 50_000
 KILLS_PER_PHASE = 7  # kills while contributions arrive, and as many for supports/comments
 FEED_RATE = 80.0  # updates a second: the feed spans many kill-restart cycles
 TIMEOUT = 150.0
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def open_consultation(tmp_path: Path) -> Path:
-    """The seed consultation, open from yesterday for a month (the bot runs on real time)."""
-    tz = ZoneInfo("Europe/Paris")
-    now = datetime.now(tz)
-    text = SEED.read_text(encoding="utf-8")
-    opens, closes = now - timedelta(days=1), now + timedelta(days=30)
-    text = text.replace("opens_at: 2018-02-23T10:00:00", f"opens_at: {opens:%Y-%m-%dT%H:%M:%S}")
-    text = text.replace("closes_at: 2019-08-31T00:00:00", f"closes_at: {closes:%Y-%m-%dT%H:%M:%S}")
-    path = tmp_path / "open.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 class Db:
@@ -73,46 +49,6 @@ class Db:
 
     def pending_inbox(self) -> int:
         return int(self.query("SELECT count(*) FROM inboxevent WHERE status = 'pending'")[0][0])
-
-
-class BotProcess:
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env, self.logs = env, logs
-        self.proc: asyncio.subprocess.Process | None = None
-        self.starts = 0
-
-    async def start(self) -> None:
-        self.starts += 1
-        log = open(self.logs / f"bot-{self.starts}.log", "wb")  # noqa: SIM115 (child owns it)
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot.cli",
-            "run",
-            "--no-scheduler",
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=log,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-        log.close()
-
-    async def kill(self) -> None:
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-
-    async def stop(self) -> int:
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.proc.wait(), 20)
-        except TimeoutError:
-            await self.kill()
-            raise
 
 
 Step = tuple[int, str, str, str]  # (user, language, "msg" | "cb", text or callback data)
