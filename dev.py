@@ -37,7 +37,8 @@ def sync() -> None:
     if not (BIN / "python").exists():
         venv.EnvBuilder(with_pip=True).create(VENV)
     if not (BIN / "uv").exists():
-        _run([BIN / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "uv"])
+        pip = [BIN / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        _run([*pip, "uv"])
     env = dict(os.environ, UV_PROJECT_ENVIRONMENT=str(VENV))
     _run([BIN / "uv", "sync", "--frozen", "--inexact", "--quiet"], env=env)
 
@@ -50,8 +51,17 @@ def sync_synapse() -> None:
         return
     if not py.exists():
         venv.EnvBuilder(with_pip=True).create(SYNAPSE_VENV)
-    _run([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-          f"matrix-synapse=={SYNAPSE_VERSION}"])
+    _run(
+        [
+            py,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            f"matrix-synapse=={SYNAPSE_VERSION}",
+        ]
+    )
     marker.touch()
 
 
@@ -75,15 +85,48 @@ def main(argv: list[str]) -> int:
         pybabel = BIN / "pybabel"
         pot = ROOT / "bot" / "locales" / "parlons.pot"
         pot.parent.mkdir(exist_ok=True)
-        _run([pybabel, "-q", "extract", "--no-location", "--sort-output", "-k", "N_",
-              "-k", "_", "-k", "gettext", "-k", "ngettext:1,2", "-o", pot,
-              "bot", "adapters", "scheduler"])
+        _run(
+            [
+                pybabel,
+                "-q",
+                "extract",
+                "--no-location",
+                "--sort-output",
+                "-k",
+                "N_",
+                "-k",
+                "_",
+                "-k",
+                "gettext",
+                "-k",
+                "ngettext:1,2",
+                "-o",
+                pot,
+                "bot",
+                "adapters",
+                "scheduler",
+            ]
+        )
         for lang in ("fr", "en"):
             po = ROOT / "bot" / "locales" / lang / "LC_MESSAGES" / "parlons.po"
             verb = "update" if po.exists() else "init"
             extra = ["--no-fuzzy-matching", "--ignore-obsolete"] if verb == "update" else []
-            _run([pybabel, "-q", verb, "-i", pot, "-d", ROOT / "bot" / "locales", "-D",
-                  "parlons", "-l", lang, *extra])
+            _run(
+                [
+                    pybabel,
+                    "-q",
+                    verb,
+                    "-i",
+                    pot,
+                    "-d",
+                    ROOT / "bot" / "locales",
+                    "-D",
+                    "parlons",
+                    "-l",
+                    lang,
+                    *extra,
+                ]
+            )
         return 0
     if task == "check":
         rc = subprocess.call([BIN / "ruff", "check", "."], cwd=ROOT)

@@ -42,8 +42,14 @@ _ids = itertools.count(1)
 
 def event(user: str, payload: Payload) -> InboundEvent:
     return InboundEvent(
-        EventContext(platform="bench", chat_id=user, user_id=user, event_id=f"e{next(_ids)}",
-                     language="fr", chat_type=ChatType.PRIVATE),
+        EventContext(
+            platform="bench",
+            chat_id=user,
+            user_id=user,
+            event_id=f"e{next(_ids)}",
+            language="fr",
+            chat_type=ChatType.PRIVATE,
+        ),
         payload,
     )
 
@@ -56,8 +62,12 @@ def command(text: str) -> CommandMessage:
 def core_run(
     path: Path, citizens: int, supports: int, synchronous: str, batch: int
 ) -> dict[str, float]:
-    app = build_app(Settings(database_url=f"sqlite:///{path}", sqlite_synchronous=synchronous,
-                             log_level="WARNING"), clock=lambda: NOW)
+    app = build_app(
+        Settings(
+            database_url=f"sqlite:///{path}", sqlite_synchronous=synchronous, log_level="WARNING"
+        ),
+        clock=lambda: NOW,
+    )
     app.import_consultation(SEED)
     engine = app.engine
     engine.register_channel("bench", Capabilities(buttons=True, edits=True))
@@ -74,10 +84,13 @@ def core_run(
     def script(user: str) -> list[Payload]:
         return [
             # /accept: the privacy notice, accepted before taking part (issue 6).
-            command("/start"), command("/accept"), command("/participate"),
+            command("/start"),
+            command("/accept"),
+            command("/participate"),
             TextMessage(f"Contribution de {user} à la première question, avec des détails."),
             command("/confirm"),
-            TextMessage(f"Une réussite locale racontée par {user}."), command("/confirm"),
+            TextMessage(f"Une réussite locale racontée par {user}."),
+            command("/confirm"),
         ]
 
     steps = {user: script(user) for user in users}
@@ -125,17 +138,25 @@ def raw_run(path: Path, n: int, synchronous: str) -> float:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("CREATE TABLE inbox (id INTEGER PRIMARY KEY, platform TEXT, event_key TEXT, "
-                 "payload TEXT, UNIQUE(platform, event_key))")
-    conn.execute("CREATE TABLE support (id INTEGER PRIMARY KEY, contribution_id INTEGER, "
-                 "citizen_id INTEGER, created_at TEXT, UNIQUE(contribution_id, citizen_id))")
+    conn.execute(
+        "CREATE TABLE inbox (id INTEGER PRIMARY KEY, platform TEXT, event_key TEXT, "
+        "payload TEXT, UNIQUE(platform, event_key))"
+    )
+    conn.execute(
+        "CREATE TABLE support (id INTEGER PRIMARY KEY, contribution_id INTEGER, "
+        "citizen_id INTEGER, created_at TEXT, UNIQUE(contribution_id, citizen_id))"
+    )
     started = time.perf_counter()
     for k in range(n):
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO inbox (platform, event_key, payload) VALUES (?, ?, ?)",
-                     ("bench", f"e{k}", '{"kind": "command", "name": "support"}'))
-        conn.execute("INSERT INTO support (contribution_id, citizen_id, created_at) "
-                     "VALUES (?, ?, ?)", (k % 997, k, "2019-08-19T08:00:00"))
+        conn.execute(
+            "INSERT INTO inbox (platform, event_key, payload) VALUES (?, ?, ?)",
+            ("bench", f"e{k}", '{"kind": "command", "name": "support"}'),
+        )
+        conn.execute(
+            "INSERT INTO support (contribution_id, citizen_id, created_at) VALUES (?, ?, ?)",
+            (k % 997, k, "2019-08-19T08:00:00"),
+        )
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - started
     conn.close()
@@ -147,20 +168,29 @@ def main() -> None:
     parser.add_argument("--citizens", type=int, default=300)
     parser.add_argument("--supports", type=int, default=10)
     parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
-    parser.add_argument("--batch", type=int, default=25,
-                        help="events per transaction, as one getUpdates answer or sync brings")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=25,
+        help="events per transaction, as one getUpdates answer or sync brings",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="parlons-bench-") as tmp:
-        core = core_run(Path(tmp) / "core.sqlite3", args.citizens, args.supports,
-                        args.synchronous, args.batch)
+        core = core_run(
+            Path(tmp) / "core.sqlite3", args.citizens, args.supports, args.synchronous, args.batch
+        )
         raw = raw_run(Path(tmp) / "raw.sqlite3", 5000, args.synchronous)
-    print(f"citizens={args.citizens} events={core['events']:.0f} "
-          f"supports={core['supports']:.0f} synchronous={args.synchronous} batch={args.batch}")
+    print(
+        f"citizens={args.citizens} events={core['events']:.0f} "
+        f"supports={core['supports']:.0f} synchronous={args.synchronous} batch={args.batch}"
+    )
     print(f"participation (start, answer, confirm…): {core['participation_rate']:.0f} events/s")
     print(f"raw sqlite3 baseline (inbox row + support row): {raw:.0f} actions/s")
     ratio = core["support_rate"] / raw
-    print(f"core {core['support_rate']:.0f} recorded actions/s · raw {raw:.0f} actions/s · "
-          f"ratio {ratio:.2f}")
+    print(
+        f"core {core['support_rate']:.0f} recorded actions/s · raw {raw:.0f} actions/s · "
+        f"ratio {ratio:.2f}"
+    )
 
 
 if __name__ == "__main__":
