@@ -257,8 +257,9 @@ class SupportService:
     def __init__(self, repos: Repos, now: datetime) -> None:
         self.repos, self.now = repos, now
 
-    def support(self, info: ConsultationInfo, contribution_id: int, citizen: Citizen) -> int:
-        """Support a published contribution; returns its new support count."""
+    def support(self, info: ConsultationInfo, contribution_id: int, citizen: Citizen) -> None:
+        """Support a published contribution (once: the database's unique constraint decides,
+        also between concurrent requests)."""
         row = published_contribution(self.repos, contribution_id, info)
         require(info, self.now, "support")
         ensure_not_banned(self.repos, info.id, citizen)
@@ -268,11 +269,10 @@ class SupportService:
         if not self.repos.supports.add(contribution_id, citizen.id, self.now):
             raise errors.AlreadySupported(id=contribution_id)
         _visited(self.repos, info, citizen, self.now)
-        return self.repos.supports.count(contribution_id)
 
     def withdraw_support(
         self, info: ConsultationInfo, contribution_id: int, citizen: Citizen
-    ) -> int:
+    ) -> None:
         published_contribution(self.repos, contribution_id, info)
         require(info, self.now, "support")
         if not info.settings.support_withdrawal:
@@ -280,16 +280,6 @@ class SupportService:
         assert citizen.id is not None
         if not self.repos.supports.remove(contribution_id, citizen.id):
             raise errors.NotSupported(id=contribution_id)
-        return self.repos.supports.count(contribution_id)
-
-    def toggle(
-        self, info: ConsultationInfo, contribution_id: int, citizen: Citizen
-    ) -> tuple[bool, int]:
-        """Support, or withdraw if already supported. Returns (supported now, count)."""
-        assert citizen.id is not None
-        if self.repos.supports.exists(contribution_id, citizen.id):
-            return False, self.withdraw_support(info, contribution_id, citizen)
-        return True, self.support(info, contribution_id, citizen)
 
 
 class CommentService:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, literal, select, union, update
+from sqlalchemy import and_, bindparam, delete, func, insert, literal, select, union, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
@@ -100,6 +100,12 @@ class SchedulerRepo:
 
     def private_chat(self, citizen_id: int) -> PrivateChat | None:
         return self.s.get(PrivateChat, citizen_id)
+
+    def private_chat_key(self, citizen_id: int) -> tuple[str, str, str] | None:
+        """(platform, chat id, locale) of a citizen's private chat: one row read on every
+        private event, so a statement built once and no ORM object."""
+        row = self.s.connection().execute(_PRIVATE_CHAT_KEY, {"citizen": citizen_id}).first()
+        return (row[0], row[1], row[2]) if row else None
 
     def remember_chat(
         self, citizen_id: int, platform: str, chat_id: str, locale: str, now: datetime
@@ -655,3 +661,8 @@ class SchedulerRepo:
                 .where(col(Visit.consultation_id) == consultation_id)
             ).scalar_one()
         )
+
+
+_PRIVATE_CHAT_KEY = select(
+    col(PrivateChat.platform), col(PrivateChat.chat_id), col(PrivateChat.locale)
+).where(col(PrivateChat.citizen_id) == bindparam("citizen"))

@@ -146,16 +146,16 @@ def _page(ctx: Ctx, info: ConsultationInfo, index: int, order: str, page: int) -
 
 
 def _support_reply(
-    ctx: Ctx, info: ConsultationInfo, contribution_id: int, supported: bool, count: int
+    ctx: Ctx, info: ConsultationInfo, contribution_id: int, supported: bool
 ) -> Reply:
-    row = ctx.repos.contributions.with_counts(contribution_id)
+    row = ctx.repos.contributions.with_counts(contribution_id)  # with the new support count
     assert row is not None
     if supported:
         notice = ngettext(
             "👍 Thank you, you support #{id} ({count} support in all).",
             "👍 Thank you, you support #{id} ({count} supports in all).",
-            count,
-        ).format(id=contribution_id, count=count)
+            row.supports,
+        ).format(id=contribution_id, count=row.supports)
     else:
         notice = _("Your support for #{id} is withdrawn.").format(id=contribution_id)
     if ctx.caps.edits and isinstance(ctx.event.payload, ActionPressed):
@@ -176,8 +176,8 @@ def support(ctx: Ctx) -> Reply:
     assert ctx.action is not None
     cid = ctx.action.arg_int(0)
     info = _contribution_info(ctx, cid)
-    count = ctx.services.supports.support(info, cid, ctx.citizen)
-    return _support_reply(ctx, info, cid, True, count)
+    ctx.services.supports.support(info, cid, ctx.citizen)
+    return _support_reply(ctx, info, cid, True)
 
 
 @router.action(
@@ -187,8 +187,8 @@ def unsupport(ctx: Ctx) -> Reply:
     assert ctx.action is not None
     cid = ctx.action.arg_int(0)
     info = _contribution_info(ctx, cid)
-    count = ctx.services.supports.withdraw_support(info, cid, ctx.citizen)
-    return _support_reply(ctx, info, cid, False, count)
+    ctx.services.supports.withdraw_support(info, cid, ctx.citizen)
+    return _support_reply(ctx, info, cid, False)
 
 
 @router.action(
@@ -295,10 +295,10 @@ def reaction(ctx: Ctx) -> Reply:
     cid = subject[1]
     info = _contribution_info(ctx, cid)
     if payload.removed:
-        count = ctx.services.supports.withdraw_support(info, cid, ctx.citizen)
-        return _support_reply(ctx, info, cid, False, count)
-    count = ctx.services.supports.support(info, cid, ctx.citizen)
-    return _support_reply(ctx, info, cid, True, count)
+        ctx.services.supports.withdraw_support(info, cid, ctx.citizen)
+        return _support_reply(ctx, info, cid, False)
+    ctx.services.supports.support(info, cid, ctx.citizen)
+    return _support_reply(ctx, info, cid, True)
 
 
 @router.intercept

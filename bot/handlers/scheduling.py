@@ -60,12 +60,7 @@ def remember_private_chat(
     if ctx.private and ctx.citizen.id is not None:
         ev = ctx.event.context
         sched = _sched(ctx)
-        row = sched.private_chat(ctx.citizen.id)
-        if row is None or (row.platform, row.chat_id, row.locale) != (
-            ev.platform,
-            ev.chat_id,
-            ctx.locale,
-        ):
+        if sched.private_chat_key(ctx.citizen.id) != (ev.platform, ev.chat_id, ctx.locale):
             sched.remember_chat(ctx.citizen.id, ev.platform, ev.chat_id, ctx.locale, ctx.now)
     return nxt(ctx)
 
