@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     # Personal data of citizens who have not written for this many months is erased by
     # `parlons privacy expire` (stated in the privacy notice).
     privacy_retention_months: int = Field(default=12, ge=1)
+    # How often the scheduler's leader erases citizens past the retention period.
+    privacy_housekeeping_hours: float = Field(default=24.0, gt=0)
 
     # Scheduler (docs/scheduler.md). A reminder whose time passed while no worker was running
     # is still sent within this grace (seconds), otherwise skipped; opening, closing, results

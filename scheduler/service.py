@@ -26,10 +26,12 @@ from apscheduler.triggers.date import DateTrigger
 from bot.app import App
 from bot.broadcasts import BroadcastOutbox
 from bot.channels import Channel, Pace
+from bot.privacy import PrivacyService
 from bot.runtime import Runtime
 from bot.schedule import RunOutcome, SchedulerConfig, ScheduleRunner, grace_for
 from scheduler.leader import Leadership, leadership_for
 from scheduler.sender import BroadcastSender
+from storage.repositories import Repos
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,7 @@ class SchedulerService:
                 asyncio.create_task(sender.run(lead_stop), name=f"broadcast-{platform}")
                 for platform, sender in self.senders.items()
             ]
+            tasks.append(asyncio.create_task(self._housekeeping(lead_stop), name="privacy"))
             self.is_leader.set()
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -204,6 +207,30 @@ class SchedulerService:
             )
         self._signature = await self.runtime.call(self.runner.signature)
         log.info("schedule rebuilt: %d timers", len(views))
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        """The leader keeps the privacy notice's promise: citizens silent for the retention
+        period are erased, and what erasures left behind is purged — at start, then every
+        ``privacy_housekeeping_hours``."""
+        interval = self.app.settings.privacy_housekeeping_hours * 3600
+        while not stop.is_set():
+            try:
+                erased = await self.runtime.call(self.housekeep)
+                if erased:
+                    log.info("privacy: %d inactive citizens erased", erased)
+            except Exception:
+                log.exception("privacy housekeeping failed; retried at the next round")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    def housekeep(self) -> int:
+        """One round of privacy housekeeping; returns how many citizens were erased."""
+        settings = self.app.settings
+        with self.app.db.session() as session:
+            service = PrivacyService(Repos(self.app.db, session), self.app.clock(), settings)
+            erased = service.expire(settings.privacy_retention_months)
+            service.sweep()
+            return erased
 
     def _missed(self, event: JobExecutionEvent) -> None:
         """APScheduler skipped a reminder past its grace: record the skip (the runner logs

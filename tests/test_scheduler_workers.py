@@ -109,6 +109,38 @@ async def test_real_apscheduler_runs_on_time_applies_the_misfire_policy_and_foll
     app.close()
 
 
+async def test_the_leader_erases_citizens_silent_past_the_retention_period(sqlite_url):
+    from storage.models import Citizen
+    from tests.support.harness import Chat
+
+    app = scheduler_app(sqlite_url, utcnow, DOC)
+    Chat(app.engine, user="silent").send("/start")
+    Chat(app.engine, user="active").send("/start")
+    with app.db.session() as session:  # "silent" last wrote 13 months ago
+        session.execute(
+            update(Citizen)
+            .where(Citizen.platform_user_id == "silent")  # type: ignore[arg-type]
+            .values(last_seen_at=utcnow() - timedelta(days=400))
+        )
+    runtime = Runtime(app)
+    service = SchedulerService(app, runtime, {}, poll_interval=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+
+    def ids() -> set[str | None]:
+        with app.db.session() as session:
+            return {c.platform_user_id for c in session.exec(select(Citizen)).all()}
+
+    try:
+        await wait_for(lambda: "silent" not in ids(), 10, "the erasure")
+        assert "active" in ids()
+    finally:
+        stop.set()
+        await task
+        runtime.close()
+    app.close()
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 
