@@ -203,9 +203,6 @@ class ContributionRepo:
         self.s.flush()
         return row
 
-    def _counted(self) -> Any:
-        return _counts()
-
     def with_counts(self, contribution_id: int) -> ContributionRow | None:
         row = self.s.connection().execute(_WITH_COUNTS, {"cid": contribution_id}).first()
         return ContributionRow(*row) if row else None
@@ -225,7 +222,7 @@ class ContributionRepo:
         ``top``: most supported first; ``new``: newest first; ``discover``: the ones this viewer
         has not been shown yet first (fewest supports first among them, so early ideas do not
         take all the attention), then the rest by fewest supports."""
-        supports, comments = self._counted()
+        supports, comments = _counts()
         stmt = select(Contribution, supports, comments).where(
             Contribution.question_id == question_id, Contribution.status == PUBLISHED
         )
@@ -251,7 +248,7 @@ class ContributionRepo:
             )
 
     def of_citizen(self, citizen_id: int, consultation_id: int) -> list[ContributionRow]:
-        supports, comments = self._counted()
+        supports, comments = _counts()
         rows = self.s.exec(
             select(Contribution, supports, comments)
             .where(
@@ -344,16 +341,6 @@ class SupportRepo:
             .returning(col(Support.id))
         )
         return result.first() is not None
-
-    def exists(self, contribution_id: int, citizen_id: int) -> bool:
-        return (
-            self.s.exec(
-                select(Support.id).where(
-                    Support.contribution_id == contribution_id, Support.citizen_id == citizen_id
-                )
-            ).first()
-            is not None
-        )
 
     def supported_ids(self, citizen_id: int, contribution_ids: list[int]) -> set[int]:
         if not contribution_ids:
@@ -541,13 +528,6 @@ class OutboxRepo:
         ).first()
         subject = row.message.get("subject") if row else None
         return (str(subject[0]), int(subject[1])) if subject else None
-
-    def for_inbox(self, inbox_id: int) -> Sequence[OutboxMessage]:
-        return self.s.exec(
-            select(OutboxMessage)
-            .where(OutboxMessage.inbox_id == inbox_id)
-            .order_by(col(OutboxMessage.id))
-        ).all()
 
     def mark(
         self,

@@ -4,6 +4,8 @@ restarts: ``q`` (question index), ``draft`` and ``skipped``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from bot import errors
 from bot.actions import pack
 from bot.domain import ConsultationInfo
@@ -24,16 +26,26 @@ def _open_info(ctx: Ctx) -> ConsultationInfo:
 
 
 def _next_question(ctx: Ctx, info: ConsultationInfo, start: int = 0) -> int | None:
-    """The first question from ``start`` on that the citizen has neither answered nor
-    skipped."""
+    """The first question from ``start`` on (then from the first one) that the citizen has
+    neither answered nor skipped."""
     assert ctx.citizen.id is not None
     answered = ctx.repos.contributions.answered_questions(ctx.citizen.id, info.id)
     skipped = set(ctx.data("skipped") or [])
-    for index in range(start, len(info.question_ids)):
+    count = len(info.question_ids)
+    for offset in range(count):
+        index = (start + offset) % count
         qid = info.question_ids[index]
         if qid not in answered and qid not in skipped:
             return index
     return None
+
+
+def _draft(ctx: Ctx) -> dict[str, Any]:
+    """The contribution being previewed; a button of an old preview is stale."""
+    draft = ctx.data("draft")
+    if ctx.state != State.CONFIRMING or not draft:
+        raise errors.StaleAction()
+    return dict(draft)
 
 
 def _ask(ctx: Ctx, info: ConsultationInfo, index: int, lead: str | None = None) -> OutboundMessage:
@@ -112,8 +124,6 @@ def participate(ctx: Ctx) -> Reply:
         return _preview(ctx, info, draft)
     current = ctx.data("q")
     index = _next_question(ctx, info, current if isinstance(current, int) else 0)
-    if index is None:
-        index = _next_question(ctx, info, 0)
     if index is None and ctx.data("skipped"):
         # Everything left was skipped: offer the skipped questions again.
         ctx.set_state(ctx.state, skipped=[])
@@ -142,9 +152,7 @@ def answering(ctx: Ctx) -> Reply:
     help=N_("Publish the contribution you are previewing"),
 )
 def confirm(ctx: Ctx) -> Reply:
-    draft = ctx.data("draft")
-    if ctx.state != State.CONFIRMING or not draft:
-        raise errors.StaleAction()
+    draft = _draft(ctx)
     info = _open_info(ctx)
     row = ctx.services.participation.submit_contribution(
         info, draft["question_id"], ctx.citizen, draft["text"]
@@ -159,8 +167,6 @@ def confirm(ctx: Ctx) -> Reply:
     ctx.set_state(State.IDLE, draft=None)
     index = _next_question(ctx, info, info.question_index(draft["question_id"]) + 1)
     if index is None:
-        index = _next_question(ctx, info, 0)
-    if index is None:
         return _finished(ctx, info, lead)
     return _ask(ctx, info, index, lead)
 
@@ -172,9 +178,7 @@ def confirm(ctx: Ctx) -> Reply:
     help=N_("Rewrite the contribution you are previewing"),
 )
 def redo(ctx: Ctx) -> Reply:
-    draft = ctx.data("draft")
-    if ctx.state != State.CONFIRMING or not draft:
-        raise errors.StaleAction()
+    draft = _draft(ctx)
     info = _open_info(ctx)
     return _ask(
         ctx,
