@@ -18,6 +18,7 @@ from bot.cli_moderation import privacy_app
 from bot.cli_scheduler import broadcast_app, schedule_app
 from bot.cli_telegram import app as telegram_app
 from bot.consultation_file import ConsultationFileError
+from bot.errors import DomainError
 from bot.services import Services
 from bot.settings import Settings
 from storage.repositories import Repos
@@ -100,7 +101,7 @@ def consultation_show(slug: str) -> None:
             services = Services(Repos(application.db, session), now)
             info = services.consultations.by_slug(slug)
             stats = services.consultations.statistics(info)
-    except Exception as exc:  # a DomainError: unknown slug
+    except DomainError as exc:  # an unknown slug
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     finally:

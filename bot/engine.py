@@ -117,10 +117,10 @@ class Engine:
                         continue  # already processed (or being processed by another worker)
                     out.extend(self._run(repos, inbox_id, InboundEvent.from_json(row.event)))
                 return out
-        except Exception:
+        except Exception as exc:
             if len(ids) == 1:
                 log.exception("inbox event %s failed", ids[0])
-                return self._fail_alone(ids[0])
+                return self._fail_alone(ids[0], exc)
             log.warning("a batch of %d events failed; processing them one by one", len(ids))
             return [d for inbox_id in ids for d in self.process_many([inbox_id])]
 
@@ -144,12 +144,12 @@ class Engine:
                     if inbox_id is not None:
                         out.extend(self._run(repos, inbox_id, event))
                 return out
-        except Exception:
+        except Exception as exc:
             if len(batch) == 1:
                 log.exception("event %s failed", batch[0].context.event_id)
                 self.ingest(batch[0])  # keep a record of what the citizen sent
                 inbox_id = self._inbox_id(batch[0])
-                return self._fail_alone(inbox_id) if inbox_id is not None else []
+                return self._fail_alone(inbox_id, exc) if inbox_id is not None else []
             log.warning("a batch of %d events failed; handling them one by one", len(batch))
             return [d for event in batch for d in self.handle_many([event])]
 
@@ -192,22 +192,13 @@ class Engine:
         )
         return [Delivery(i, m) for i, m in zip(ids, replies, strict=True)]
 
-    def _fail_alone(self, inbox_id: int) -> list[Delivery]:
+    def _fail_alone(self, inbox_id: int, exc: Exception) -> list[Delivery]:
         with self.db.session() as session:
             repos = Repos(self.db, session)
             row = repos.inbox.claim(inbox_id)
             if row is None:
                 return []
-            return self._fail(
-                repos, row, InboundEvent.from_json(row.event), RuntimeError(self._last_error())
-            )
-
-    @staticmethod
-    def _last_error() -> str:
-        import sys
-
-        exc = sys.exc_info()[1]
-        return f"{type(exc).__name__}: {exc}" if exc else "unknown error"
+            return self._fail(repos, row, InboundEvent.from_json(row.event), exc)
 
     def _fail(
         self, repos: Repos, row: InboxEvent, event: InboundEvent, exc: Exception
@@ -216,7 +207,7 @@ class Engine:
         apologise, so the event is not retried forever and the citizen is not left waiting."""
         now = self.clock()
         assert row.id is not None
-        repos.inbox.mark(row.id, "failed", now, error=str(exc)[:1000])
+        repos.inbox.mark(row.id, "failed", now, error=f"{type(exc).__name__}: {exc}"[:1000])
         citizen = repos.citizens.by_platform_id(event.context.platform, event.context.user_id)
         locale = (citizen.locale if citizen else None) or negotiate(event.context.language)
         with use_locale(locale):
