@@ -234,9 +234,7 @@ class Engine:
 
     def mark_sent_many(self, sent: Iterable[tuple[int, str | None]]) -> None:
         with self.db.session() as session:
-            outbox, now = Repos(self.db, session).outbox, self.clock()
-            for outbox_id, platform_message_id in sent:
-                outbox.mark(outbox_id, "sent", now, message_id=platform_message_id)
+            Repos(self.db, session).outbox.mark_many(list(sent), "sent", self.clock())
 
     def mark_unreachable(self, platform: str, user_id: str) -> None:
         """The citizen blocked the bot (or left): stop broadcasting to them."""

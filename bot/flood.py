@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -23,6 +22,7 @@ from sqlmodel import col
 from bot.settings import Settings
 from storage.models import Citizen, Contribution
 from storage.models_moderation import FloodWindow
+from storage.prepared import Prepared
 from storage.repositories import Repos
 
 ACTIONS = "actions"
@@ -65,21 +65,19 @@ class FloodService:
     def _bump(self, citizen_id: int, kind: str, start: datetime, by: int) -> tuple[int, int]:
         """Atomically add ``by`` to a window's count (creating it); returns (row id, count)."""
         stmt = _bump_statement(self.repos.db.is_sqlite)
-        row_id, count = (
-            self.s.connection()
-            .execute(
-                stmt,
-                {
-                    "citizen_id": citizen_id,
-                    "kind": kind,
-                    "window_start": start,
-                    "count": by,
-                    "warned": False,
-                    "by": by,
-                },
-            )
-            .one()
+        row = stmt.first(
+            self.s,
+            {
+                "citizen_id": citizen_id,
+                "kind": kind,
+                "window_start": start,
+                "count": by,
+                "warned": False,
+                "by": by,
+            },
         )
+        assert row is not None  # an upsert returns its row
+        row_id, count = row
         if count == by:
             # A new window: forget this citizen's old ones.
             self.s.execute(
@@ -127,21 +125,22 @@ class FloodService:
         return Verdict(False, self._first_warning(row_id), limit)
 
 
-_BUMP: dict[bool, Any] = {}
+_BUMP: dict[bool, Prepared] = {}
 
 
-def _bump_statement(sqlite: bool) -> Any:
+def _bump_statement(sqlite: bool) -> Prepared:
     """The window upsert, built once per dialect (it runs on every event)."""
     stmt = _BUMP.get(sqlite)
     if stmt is None:
         table = FloodWindow.__table__  # type: ignore[attr-defined]
         insert = sqlite_insert if sqlite else pg_insert
-        stmt = _BUMP[sqlite] = (
+        stmt = _BUMP[sqlite] = Prepared(
             insert(table)
             .on_conflict_do_update(
                 index_elements=["citizen_id", "kind", "window_start"],
                 set_={"count": table.c.count + bindparam("by")},
             )
-            .returning(table.c.id, table.c.count)
+            .returning(table.c.id, table.c.count),
+            columns=("citizen_id", "kind", "window_start", "count", "warned"),
         )
     return stmt

@@ -32,6 +32,7 @@ from bot.privacy import one_way_id, privacy_secret
 from bot.settings import Settings
 from storage.models import Citizen, Comment, Consultation, Contribution
 from storage.models_moderation import AuditEntry, Ban, Moderator, ModeratorChat, Report
+from storage.prepared import Prepared
 from storage.repositories import Repos
 
 REPORT_REASONS: dict[str, str] = {
@@ -227,18 +228,18 @@ def parse_platform_id(value: str, default_platform: str) -> tuple[str, str]:
     return platform, user_id
 
 
-_BAN_REASON = select(col(Ban.reason)).where(
-    col(Ban.consultation_id) == bindparam("consultation"),
-    col(Ban.citizen_id) == bindparam("citizen"),
+_BAN_REASON = Prepared(
+    select(col(Ban.reason)).where(
+        col(Ban.consultation_id) == bindparam("consultation"),
+        col(Ban.citizen_id) == bindparam("citizen"),
+    )
 )
 
 
 def ensure_not_banned(repos: Repos, consultation_id: int, citizen: Citizen) -> None:
     """Raise ``Banned`` if the citizen is suspended from this consultation."""
-    reason = (
-        repos.session.connection()
-        .execute(_BAN_REASON, {"consultation": consultation_id, "citizen": citizen.id})
-        .scalar()
+    reason = _BAN_REASON.scalar(
+        repos.session, {"consultation": consultation_id, "citizen": citizen.id}
     )
     if reason is not None:
         raise Banned(reason=reason_label(reason))

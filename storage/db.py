@@ -21,6 +21,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel
 
+from storage.prepared import Prepared
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -51,7 +53,7 @@ class Database:
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
         self.engine: Engine = create_engine(self.url, **kwargs)
-        self._insert_ignore: dict[tuple[type[SQLModel], tuple[str, ...]], Any] = {}
+        self._insert_ignore: dict[tuple[type[SQLModel], tuple[str, ...]], Prepared] = {}
         if self.is_sqlite:
             _configure_sqlite(self.engine, synchronous)
 
@@ -87,20 +89,19 @@ class Database:
         """INSERT … ON CONFLICT DO NOTHING: the new row's primary key (truthy), or None if a
         row with the same unique key was already there."""
         key = (model, tuple(sorted(values)))
-        stmt = self._insert_ignore.get(key)
-        if stmt is None:
+        prepared = self._insert_ignore.get(key)
+        if prepared is None:
             table = model.__table__  # type: ignore[attr-defined]
             first_column = next(iter(table.primary_key.columns))
             # RETURNING, not rowcount: psycopg reports -1 for a conflicting single-row insert.
-            stmt = self._insert_ignore[key] = (
+            prepared = self._insert_ignore[key] = Prepared(
                 (pg_insert if not self.is_sqlite else sqlite_insert)(table)
                 .on_conflict_do_nothing()
-                .returning(first_column)
+                .returning(first_column),
+                columns=key[1],
             )
-        # Built once, run on the session's connection: a Core statement needs none of the ORM's
-        # bookkeeping, and building it costs more than running it.
-        first = session.connection().execute(stmt, values).first()
-        return None if first is None else first[0]
+        # Built once, run on the unit of work's connection (see storage.prepared).
+        return prepared.scalar(session, values)
 
 
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:

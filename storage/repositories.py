@@ -27,6 +27,7 @@ from storage.models import (
     Support,
     Visit,
 )
+from storage.prepared import Prepared, persistent
 
 PUBLISHED = "published"
 LAST_SEEN_RESOLUTION = timedelta(minutes=5)
@@ -145,7 +146,8 @@ class CitizenRepo:
         return self.s.get(Citizen, citizen_id)
 
     def by_platform_id(self, platform: str, user_id: str) -> Citizen | None:
-        return self.s.exec(_CITIZEN, params={"platform": platform, "user": user_id}).first()
+        row = _CITIZEN.first(self.s, {"platform": platform, "user": user_id})
+        return persistent(self.s, Citizen, row)
 
     def resolve(
         self, platform: str, user_id: str, display_name: str | None, now: datetime
@@ -196,7 +198,9 @@ class ContributionRepo:
         self.db, self.s = db, session
 
     def get(self, contribution_id: int) -> Contribution | None:
-        return _pinned(self.s, self.s.get(Contribution, contribution_id))
+        return persistent(
+            self.s, Contribution, _CONTRIBUTION.first(self.s, {"cid": contribution_id})
+        )
 
     def add(self, row: Contribution) -> Contribution:
         self.s.add(row)
@@ -204,7 +208,7 @@ class ContributionRepo:
         return row
 
     def with_counts(self, contribution_id: int) -> ContributionRow | None:
-        row = self.s.connection().execute(_WITH_COUNTS, {"cid": contribution_id}).first()
+        row = _WITH_COUNTS.first(self.s, {"cid": contribution_id})
         return ContributionRow(*row) if row else None
 
     def count_published(self, question_id: int) -> int:
@@ -291,15 +295,17 @@ def _counts() -> tuple[Any, Any]:
 
 
 # One contribution with its counts, as plain columns (no ORM object): the hot path of a support.
-_WITH_COUNTS = select(  # type: ignore[call-overload]
-    Contribution.id,
-    Contribution.question_id,
-    Contribution.citizen_id,
-    Contribution.text,
-    Contribution.status,
-    Contribution.created_at,
-    *_counts(),
-).where(Contribution.id == bindparam("cid"))
+_WITH_COUNTS = Prepared(
+    select(  # type: ignore[call-overload]
+        Contribution.id,
+        Contribution.question_id,
+        Contribution.citizen_id,
+        Contribution.text,
+        Contribution.status,
+        Contribution.created_at,
+        *_counts(),
+    ).where(Contribution.id == bindparam("cid"))
+)
 
 
 def _row(r: Any) -> ContributionRow:
@@ -352,24 +358,38 @@ class SupportRepo:
         )
 
     def count(self, contribution_id: int) -> int:
-        return int(
-            self.s.connection().execute(_SUPPORT_COUNT, {"cid": contribution_id}).scalar_one()
-        )
+        return int(_SUPPORT_COUNT.scalar(self.s, {"cid": contribution_id}))
 
 
-# Hot statements, built once (building a statement costs more than running it on SQLite).
-_INBOX_MARK = (
+# Hot statements: built once, compiled once per dialect and run on the unit of work's DBAPI
+# connection (storage.prepared) — SQLAlchemy's per-execution overhead is larger than these
+# statements on SQLite.
+_INBOX_MARK = Prepared(
     update(InboxEvent)
     .where(col(InboxEvent.id) == bindparam("inbox_id"))
     .values(status=bindparam("new_status"), processed_at=bindparam("at"), error=bindparam("err"))
 )
-_OUTBOX_INSERT = insert(OutboxMessage).returning(
-    col(OutboxMessage.id), sort_by_parameter_order=True
+_OUTBOX_MARK = Prepared(
+    update(OutboxMessage)
+    .where(col(OutboxMessage.id) == bindparam("outbox_id"))
+    .values(
+        status=bindparam("new_status"),
+        sent_at=bindparam("at"),
+        platform_message_id=bindparam("mid"),
+        error=bindparam("err"),
+        attempts=OutboxMessage.attempts + 1,
+    )
 )
-_CITIZEN = select(Citizen).where(
-    Citizen.platform == bindparam("platform"), Citizen.platform_user_id == bindparam("user")
+_OUTBOX_INSERT = Prepared(
+    insert(OutboxMessage).returning(col(OutboxMessage.id)),
+    columns=("platform", "chat_id", "inbox_id", "message", "created_at"),
 )
-_DIALOGUE = (
+_CITIZEN = Prepared(
+    select(Citizen).where(
+        Citizen.platform == bindparam("platform"), Citizen.platform_user_id == bindparam("user")
+    )
+)
+_DIALOGUE = Prepared(
     select(Dialogue)
     .where(
         Dialogue.platform == bindparam("platform"),
@@ -378,11 +398,12 @@ _DIALOGUE = (
     )
     .with_for_update()
 )
+_CONTRIBUTION = Prepared(select(Contribution).where(Contribution.id == bindparam("cid")))
 _SUPPORTED_IDS = select(Support.contribution_id).where(
     Support.citizen_id == bindparam("citizen"),
     col(Support.contribution_id).in_(bindparam("ids", expanding=True)),
 )
-_SUPPORT_COUNT = (
+_SUPPORT_COUNT = Prepared(
     select(func.count()).select_from(Support).where(Support.contribution_id == bindparam("cid"))
 )
 
@@ -426,7 +447,7 @@ class DialogueRepo:
     def load(self, platform: str, chat_id: str, user_id: str, now: datetime) -> Dialogue:
         """The dialogue row, created if missing, locked for this unit of work on PostgreSQL."""
         key = {"platform": platform, "chat": chat_id, "user": user_id}
-        row = self.s.exec(_DIALOGUE, params=key).first()
+        row = persistent(self.s, Dialogue, _DIALOGUE.first(self.s, key))
         if row is None:
             self.db.insert_ignore(
                 self.s,
@@ -438,7 +459,8 @@ class DialogueRepo:
                 data={},
                 updated_at=now,
             )
-            row = self.s.exec(_DIALOGUE, params=key).one()
+            row = persistent(self.s, Dialogue, _DIALOGUE.first(self.s, key))
+            assert row is not None
         return row
 
     def save(self, row: Dialogue, now: datetime) -> None:
@@ -482,8 +504,8 @@ class InboxRepo:
         return self.s.exec(stmt).first()
 
     def mark(self, inbox_id: int, status: str, now: datetime, error: str | None = None) -> None:
-        self.s.connection().execute(
-            _INBOX_MARK, {"inbox_id": inbox_id, "new_status": status, "at": now, "err": error}
+        _INBOX_MARK.run(
+            self.s, {"inbox_id": inbox_id, "new_status": status, "at": now, "err": error}
         )
 
     def by_key(self, platform: str, event_key: str) -> InboxEvent | None:
@@ -507,7 +529,9 @@ class OutboxRepo:
         """Insert replies in one statement; their ids, in order."""
         if not rows:
             return []
-        return [int(i or 0) for i in self.s.connection().execute(_OUTBOX_INSERT, rows).scalars()]
+        # One statement per reply (an event has one or two): a multi-row INSERT … RETURNING
+        # does not promise the order of the ids it returns on every database.
+        return [int(_OUTBOX_INSERT.scalar(self.s, row)) for row in rows]
 
     def pending(self, platform: str, limit: int = 100) -> Sequence[OutboxMessage]:
         return self.s.exec(
@@ -538,16 +562,26 @@ class OutboxRepo:
         message_id: str | None = None,
         error: str | None = None,
     ) -> None:
-        self.s.connection().execute(
-            update(OutboxMessage)
-            .where(col(OutboxMessage.id) == outbox_id)
-            .values(
-                status=status,
-                sent_at=now if status == "sent" else None,
-                platform_message_id=message_id,
-                error=error,
-                attempts=OutboxMessage.attempts + 1,
-            )
+        self.mark_many([(outbox_id, message_id)], status, now, error=error)
+
+    def mark_many(
+        self,
+        rows: Sequence[tuple[int, str | None]],
+        status: str,
+        now: datetime,
+        *,
+        error: str | None = None,
+    ) -> None:
+        """Mark messages (outbox id, platform message id) in one executemany statement."""
+        if not rows:
+            return
+        sent_at = now if status == "sent" else None
+        _OUTBOX_MARK.run_many(
+            self.s,
+            [
+                {"outbox_id": i, "new_status": status, "at": sent_at, "mid": m, "err": error}
+                for i, m in rows
+            ],
         )
 
 

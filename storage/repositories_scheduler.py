@@ -26,6 +26,7 @@ from storage.models_scheduler import (
     ScheduledAction,
     Subscription,
 )
+from storage.prepared import Prepared
 
 PUBLISHED = "published"
 
@@ -104,7 +105,7 @@ class SchedulerRepo:
     def private_chat_key(self, citizen_id: int) -> tuple[str, str, str] | None:
         """(platform, chat id, locale) of a citizen's private chat: one row read on every
         private event, so a statement built once and no ORM object."""
-        row = self.s.connection().execute(_PRIVATE_CHAT_KEY, {"citizen": citizen_id}).first()
+        row = _PRIVATE_CHAT_KEY.first(self.s, {"citizen": citizen_id})
         return (row[0], row[1], row[2]) if row else None
 
     def remember_chat(
@@ -663,6 +664,8 @@ class SchedulerRepo:
         )
 
 
-_PRIVATE_CHAT_KEY = select(
-    col(PrivateChat.platform), col(PrivateChat.chat_id), col(PrivateChat.locale)
-).where(col(PrivateChat.citizen_id) == bindparam("citizen"))
+_PRIVATE_CHAT_KEY = Prepared(
+    select(col(PrivateChat.platform), col(PrivateChat.chat_id), col(PrivateChat.locale)).where(
+        col(PrivateChat.citizen_id) == bindparam("citizen")
+    )
+)
