@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from babel import Locale
@@ -102,7 +102,13 @@ def fmt_datetime(value: datetime, tz: str | None = None) -> str:
 
 
 def fmt_number(value: int) -> str:
-    return format_decimal(value, locale=Locale.parse(_current.get()))
+    return _fmt_number(value, _current.get())
+
+
+@lru_cache(maxsize=4096)
+def _fmt_number(value: int, locale: str) -> str:
+    # Counts shown on every idea card: the same few numbers, formatted again and again.
+    return format_decimal(value, locale=Locale.parse(locale))
 
 
 def _to_tz(value: datetime, tz: str | None) -> datetime:

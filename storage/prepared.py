@@ -41,6 +41,7 @@ from sqlmodel import Session
 
 Processor = Callable[[Any], Any]
 T = TypeVar("T")
+_CALLER = object()  # a parameter the caller supplies
 
 
 class PreparedError(Exception):
@@ -51,9 +52,10 @@ class PreparedError(Exception):
 class _Plan:
     sql: str
     positional: bool
-    names: tuple[str, ...]  # bind names, in parameter order
-    fixed: dict[str, Any]  # literal values and scalar defaults, already processed
-    binds: tuple[tuple[str, Processor | None], ...]  # caller-supplied binds and processors
+    # One entry per parameter, in the driver's order (positional) or per name (named):
+    # (name, processor, fixed) — ``fixed`` is the processed value of a literal or a default
+    # (``_CALLER`` when the caller supplies it, to go through ``processor``).
+    params: tuple[tuple[str, Processor | None, Any], ...]
     results: tuple[Processor | None, ...]  # one per returned column
     any_result_processor: bool
     dbapi_error: type[BaseException]
@@ -140,16 +142,18 @@ class Prepared:
 
     @staticmethod
     def _parameters(plan: _Plan, params: Mapping[str, Any]) -> Any:
-        values = dict(plan.fixed)
-        for name, processor in plan.binds:
-            try:
-                value = params[name]
-            except KeyError:
-                raise PreparedError(f"missing parameter {name!r} for {plan.sql!r}") from None
-            values[name] = processor(value) if processor is not None else value
+        try:
+            values = [
+                fixed
+                if fixed is not _CALLER
+                else (params[name] if processor is None else processor(params[name]))
+                for name, processor, fixed in plan.params
+            ]
+        except KeyError as missing:
+            raise PreparedError(f"missing parameter {missing} for {plan.sql!r}") from None
         if plan.positional:
-            return tuple(values[name] for name in plan.names)
-        return values
+            return values
+        return {name: value for (name, _p, _f), value in zip(plan.params, values, strict=True)}
 
     @staticmethod
     def _process(plan: _Plan, rows: list[Any]) -> list[tuple]:
@@ -171,14 +175,13 @@ class Prepared:
             raise PreparedError("expanding or literal-execute parameters are not supported")
         supplied = set(self.columns or ())
         fixed: dict[str, Any] = {}
-        binds: list[tuple[str, Processor | None]] = []
+        processors: dict[str, Processor | None] = {}
         by_column = {c.key: c for c in (*compiled.insert_prefetch, *compiled.update_prefetch)}
         for name, bind in compiled.binds.items():
-            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            processor = processors[name] = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if bind.required or bind.callable is not None or name in supplied:
                 if bind.callable is not None:
                     raise PreparedError(f"bind {name!r} has a callable value")
-                binds.append((name, processor))
                 continue
             value = bind.value
             column = by_column.get(name)
@@ -188,10 +191,11 @@ class Prepared:
                     raise PreparedError(f"column {name!r} needs a value (no scalar default)")
                 value = default.arg  # type: ignore[attr-defined]
             fixed[name] = processor(value) if processor is not None else value
-        names: tuple[str, ...] = ()
         if compiled.positional:
             assert compiled.positiontup is not None
             names = tuple(compiled.positiontup)
+        else:
+            names = tuple(compiled.binds)
         results: list[Processor | None] = []
         returned = getattr(self.statement, "exported_columns", None)
         for column in returned or ():
@@ -200,13 +204,19 @@ class Prepared:
         return _Plan(
             sql=compiled.string,
             positional=compiled.positional,
-            names=names,
-            fixed=fixed,
-            binds=tuple(binds),
+            params=tuple((n, processors[n], fixed.get(n, _CALLER)) for n in names),
             results=tuple(results),
             any_result_processor=any(p is not None for p in results),
             dbapi_error=dbapi.Error,
         )
+
+
+def in_session(session: Session, model: type[T], pk: Any) -> T | None:
+    """The row with this primary key if the session already holds it (no SQL): what
+    ``Session.get`` finds first, without its overhead."""
+    key = _ModelInfo.of(model).mapper.identity_key_from_primary_key([pk])
+    found: T | None = session.identity_map.get(key)
+    return found
 
 
 def dbapi_connection(session: Session) -> tuple[Any, Dialect]:
@@ -236,11 +246,8 @@ def persistent(session: Session, model: type[T], row: tuple | None) -> T | None:
     of work (the identity map holds objects weakly)."""
     if row is None:
         return None
-    info = _models.get(model)
-    if info is None:
-        info = _models[model] = _ModelInfo.of(model)
-    key = info.mapper.identity_key_from_primary_key([row[info.pk_index]])
-    found = session.identity_map.get(key)
+    info = _ModelInfo.of(model)
+    found = in_session(session, model, row[info.pk_index])
     if found is None:
         found = info.manager.new_instance()
         found.__dict__.update(zip(info.keys, row, strict=True))
@@ -259,6 +266,13 @@ class _ModelInfo:
 
     @classmethod
     def of(cls, model: type) -> _ModelInfo:
+        found = _models.get(model)
+        if found is None:
+            found = _models[model] = cls._build(model)
+        return found
+
+    @classmethod
+    def _build(cls, model: type) -> _ModelInfo:
         mapper: Any = sa_inspect(model)
         columns = list(mapper.columns)
         keys = tuple(mapper.get_property_by_column(c).key for c in columns)

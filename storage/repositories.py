@@ -27,7 +27,7 @@ from storage.models import (
     Support,
     Visit,
 )
-from storage.prepared import Prepared, persistent
+from storage.prepared import Prepared, in_session, persistent
 
 PUBLISHED = "published"
 LAST_SEEN_RESOLUTION = timedelta(minutes=5)
@@ -74,7 +74,8 @@ class ConsultationRepo:
         return self.s.exec(select(Consultation).where(Consultation.slug == slug)).first()
 
     def get(self, consultation_id: int) -> Consultation | None:
-        return _pinned(self.s, self.s.get(Consultation, consultation_id))
+        found = in_session(self.s, Consultation, consultation_id)
+        return found or _pinned(self.s, self.s.get(Consultation, consultation_id))
 
     def all(self) -> Sequence[Consultation]:
         return self.s.exec(select(Consultation).order_by(col(Consultation.opens_at).desc())).all()
@@ -198,7 +199,8 @@ class ContributionRepo:
         self.db, self.s = db, session
 
     def get(self, contribution_id: int) -> Contribution | None:
-        return persistent(
+        found = in_session(self.s, Contribution, contribution_id)
+        return found or persistent(
             self.s, Contribution, _CONTRIBUTION.first(self.s, {"cid": contribution_id})
         )
 

@@ -170,7 +170,14 @@ async def chaos(
                 return sum(kills.values()), busy
             await asyncio.sleep(0.1)  # let it work until the next phase
             continue
-        await asyncio.sleep(rng.uniform(0.05, 1.2))  # a random moment
+        await asyncio.sleep(rng.uniform(0.05, 0.6))  # a random moment
+        # Aim at work in progress: the bot drains a burst of the feed in a few milliseconds,
+        # so wait for the next burst to arrive and strike a random instant into it.
+        until = time.monotonic() + 1.0
+        while not server.pending_updates and not fed.done() and time.monotonic() < until:
+            await asyncio.sleep(0.002)
+        if server.pending_updates:
+            await asyncio.sleep(rng.uniform(0.0, 0.02))
         pending = bool(server.pending_updates) or db.pending_inbox() > 0
         if fed.done() and not pending:
             return sum(kills.values()), busy  # all done: leave it running
