@@ -193,6 +193,32 @@ async def test_long_texts_are_split_on_paragraph_boundaries(app):
         assert [bool(p.buttons) for p in parts] == [False] * (len(parts) - 1) + [True]
 
 
+async def test_a_split_message_retried_after_a_failure_does_not_repeat_its_first_part(app):
+    async with BotApiServer(bot_username=BOT) as server, running_bot(app, server) as tg:
+        await contribute(tg, 1040, "Des jardins partagés")
+        comments = [f"Avis {n} : " + ("mot " * 240).strip() for n in range(8)]
+        for n, comment in enumerate(comments):
+            await warm_up(tg, 1041 + n)
+            await tg.say(1041 + n, f"/comment 1 {comment}", language_code="en")
+        calls: list[object] = []
+
+        def second_call(call: object) -> bool:
+            calls.append(call)
+            return len(calls) == 2
+
+        # The second part fails once (a 502): the retry must go on from there.
+        fault = server.fail_next("sendMessage", "5xx", chat_id=1040, when=second_call)
+        parts = await tg.say(1040, "/comments 1", language_code="en")
+        assert fault.hits == 1
+        assert len(parts) >= 2
+        texts_sent = [p.plain_text for p in parts]
+        assert len(set(texts_sent)) == len(texts_sent)  # no part twice
+        joined = "\n".join(texts_sent)
+        for comment in comments:
+            assert joined.count(comment) == 1
+        assert [bool(p.buttons) for p in parts] == [False] * (len(parts) - 1) + [True]
+
+
 def test_split_text_units():
     words = RichText().p(b("Titre")).paragraphs("\n\n".join(["paragraphe " * 300] * 4))
     parts = split_text(words)

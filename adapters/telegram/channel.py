@@ -3,7 +3,8 @@
 - Text in HTML parse mode (``bot.messages.render_html``: user text always escaped), link
   previews off; texts longer than 4096 characters are split on block (paragraph) boundaries,
   and a single oversized paragraph on line, then word boundaries. The keyboard goes on the last
-  part.
+  part. The parts already delivered are remembered per outbox key, so retrying a message whose
+  second part failed does not send its first part again.
 - The portable keyboard becomes an inline keyboard: ``callback_data`` is the core's action id
   (≤ 64 bytes, checked by ``bot.actions``), URL buttons stay links.
 - ``message.edit`` edits that message in place (a support count going up). If Telegram refuses
@@ -28,6 +29,7 @@ import os
 import re
 import warnings
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -80,6 +82,7 @@ _EDIT_FALLBACK = (
 )
 _TAG = re.compile(r"<[^>]+>")
 _ANSWERED_MEMORY = 2048
+_PartSender = Callable[[int, RichText], Awaitable[Message]]
 
 
 def capabilities(bot_username: str | None) -> Capabilities:
@@ -265,6 +268,9 @@ class TelegramChannel:
         self.pace = pace or telegram_pace()
         self.capabilities = capabilities(None)
         self._answered: OrderedDict[str, None] = OrderedDict()
+        # Parts of a split message already delivered, by outbox key: a retry after a failure
+        # resumes with the part that failed instead of repeating what the citizen has.
+        self._parts_sent: OrderedDict[str, int] = OrderedDict()
         self._groups = _GroupSpacing(self.pace.per_group_per_minute)
 
     def set_username(self, username: str | None) -> None:
@@ -272,18 +278,37 @@ class TelegramChannel:
 
     async def send(self, message: OutboundMessage, *, key: str) -> Sent:
         try:
-            return await self._send(message)
+            sent = await self._send(message, key)
         except tg_error.ChatMigrated as exc:
             new_id = str(exc.new_chat_id)
             log.info("group %s moved to %s", message.chat_id, new_id)
+            self._parts_sent.pop(key, None)  # a new chat: it has none of the parts
             try:
-                return await self._send(replace(message, chat_id=new_id, edit=None))
+                sent = await self._send(replace(message, chat_id=new_id, edit=None), key)
             except tg_error.TelegramError as again:
                 raise outcome(again) from again
         except tg_error.TelegramError as exc:
             raise outcome(exc) from exc
+        self._parts_sent.pop(key, None)
+        return sent
 
-    async def _send(self, message: OutboundMessage) -> Sent:
+    async def _send_parts(
+        self,
+        key: str,
+        parts: list[RichText],
+        send_one: Callable[[int, RichText], Awaitable[Message]],
+    ) -> Message | None:
+        """Send the parts of a message in order, remembering how many went out."""
+        last: Message | None = None
+        for index in range(self._parts_sent.get(key, 0), len(parts)):
+            last = await send_one(index, parts[index])
+            self._parts_sent[key] = index + 1
+            self._parts_sent.move_to_end(key)
+            while len(self._parts_sent) > _ANSWERED_MEMORY:
+                self._parts_sent.popitem(last=False)
+        return last
+
+    async def _send(self, message: OutboundMessage, key: str) -> Sent:
         if message.answers:
             await self._answer(message)
         has_text = bool(message.text.blocks)
@@ -296,24 +321,25 @@ class TelegramChannel:
         if is_group(message.chat_id):
             await self._groups.wait(message.chat_id)
         if message.attachment is not None:
-            return await self._send_attachment(message)
+            return await self._send_attachment(message, key)
         parts = split_text(message.text)
         if message.edit is not None and len(parts) == 1:
             edited = await self._edit(message)
             if edited is not None:
                 return edited
-        last: Message | None = None
         markup = inline_keyboard(message.keyboard)
-        for index, part in enumerate(parts):
-            final = index == len(parts) - 1
-            last = await self.bot.send_message(
+
+        def send_one(index: int, part: RichText) -> Awaitable[Message]:
+            return self.bot.send_message(
                 chat_id=message.chat_id,
                 text=render_html(part),
                 parse_mode=ParseMode.HTML,
-                reply_markup=markup if final else None,
+                reply_markup=markup if index == len(parts) - 1 else None,
                 link_preview_options=LinkPreviewOptions(is_disabled=True),
                 reply_parameters=self._reply(message) if index == 0 else None,
             )
+
+        last = await self._send_parts(key, parts, send_one)
         return Sent(str(last.message_id) if last is not None else None)
 
     def _reply(self, message: OutboundMessage) -> ReplyParameters | None:
@@ -360,7 +386,7 @@ class TelegramChannel:
             raise
         return Sent(message.edit.message_id)
 
-    async def _send_attachment(self, message: OutboundMessage) -> Sent:
+    async def _send_attachment(self, message: OutboundMessage, key: str) -> Sent:
         attachment = message.attachment
         assert attachment is not None
         markup = inline_keyboard(message.keyboard)
@@ -374,13 +400,17 @@ class TelegramChannel:
         caption: str | None = render_html(caption_rt) if caption_rt.blocks else None
         if caption is not None and visible_length(caption_rt) > MAX_CAPTION:
             # Too long for a caption: the text first, then the file with the keyboard.
-            for part in split_text(message.text):
-                await self.bot.send_message(
+
+            def send_one(_index: int, part: RichText) -> Awaitable[Message]:
+                return self.bot.send_message(
                     chat_id=message.chat_id,
                     text=render_html(part),
                     parse_mode=ParseMode.HTML,
                     link_preview_options=LinkPreviewOptions(is_disabled=True),
                 )
+
+            # If the file then fails, its retry does not repeat the text.
+            await self._send_parts(key, split_text(message.text), send_one)
             caption = (
                 html.escape(attachment.caption[:MAX_CAPTION], quote=False)
                 if attachment.caption
