@@ -88,8 +88,8 @@ class Prepared:
         plan, conn = self._prepare(session)
         cursor = self._execute(plan, conn, params or {})
         row = cursor.fetchone()
-        if row is not None and plan.positional:
-            # SQLite: finish the statement, so an INSERT … RETURNING is complete.
+        if row is not None:
+            # Step the statement to its end: SQLite completes an INSERT … RETURNING only then.
             cursor.fetchall()
         cursor.close()
         if row is None:
@@ -179,10 +179,10 @@ class Prepared:
         by_column = {c.key: c for c in (*compiled.insert_prefetch, *compiled.update_prefetch)}
         for name, bind in compiled.binds.items():
             processor = processors[name] = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if bind.required or bind.callable is not None or name in supplied:
-                if bind.callable is not None:
-                    raise PreparedError(f"bind {name!r} has a callable value")
-                continue
+            if bind.callable is not None:
+                raise PreparedError(f"bind {name!r} has a callable value")
+            if bind.required or name in supplied:
+                continue  # the caller's value, processed at each execution
             value = bind.value
             column = by_column.get(name)
             if column is not None and name not in supplied:
