@@ -4,8 +4,10 @@ on SQLite, against a raw sqlite3 baseline measured in the same run (one transact
 inserts an inbox row and a support row).
 
     .venv/bin/python bench/core.py [--citizens 300] [--supports 10] [--synchronous FULL]
+        [--pg postgresql://postgres@127.0.0.1:5432/postgres]
 
-The last line prints both rates and their ratio.
+The last line prints both rates and their ratio. With ``--pg``, the same run is also made on a
+fresh PostgreSQL database (for information: the baseline is SQLite's).
 """
 
 from __future__ import annotations
@@ -60,12 +62,10 @@ def command(text: str) -> CommandMessage:
 
 
 def core_run(
-    path: Path, citizens: int, supports: int, synchronous: str, batch: int
+    url: str, citizens: int, supports: int, synchronous: str, batch: int
 ) -> dict[str, float]:
     app = build_app(
-        Settings(
-            database_url=f"sqlite:///{path}", sqlite_synchronous=synchronous, log_level="WARNING"
-        ),
+        Settings(database_url=url, sqlite_synchronous=synchronous, log_level="WARNING"),
         clock=lambda: NOW,
     )
     app.import_consultation(SEED)
@@ -132,6 +132,22 @@ def core_run(
     }
 
 
+def pg_run(admin_dsn: str, citizens: int, supports: int, batch: int) -> dict[str, float]:
+    """The same run on a PostgreSQL database of its own, dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    name = f"parlons_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        return core_run(f"{admin_dsn.rsplit('/', 1)[0]}/{name}", citizens, supports, "FULL", batch)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def raw_run(path: Path, n: int, synchronous: str) -> float:
     """The baseline: raw sqlite3, one transaction per action inserting an inbox row and a
     support row (same journal mode and synchronous setting as the core)."""
@@ -168,6 +184,7 @@ def main() -> None:
     parser.add_argument("--citizens", type=int, default=300)
     parser.add_argument("--supports", type=int, default=10)
     parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
+    parser.add_argument("--pg", default=None, help="also run on PostgreSQL (admin DSN)")
     parser.add_argument(
         "--batch",
         type=int,
@@ -177,15 +194,25 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="parlons-bench-") as tmp:
         core = core_run(
-            Path(tmp) / "core.sqlite3", args.citizens, args.supports, args.synchronous, args.batch
+            f"sqlite:///{Path(tmp) / 'core.sqlite3'}",
+            args.citizens,
+            args.supports,
+            args.synchronous,
+            args.batch,
         )
         raw = raw_run(Path(tmp) / "raw.sqlite3", 5000, args.synchronous)
+    pg = pg_run(args.pg, args.citizens, args.supports, args.batch) if args.pg else None
     print(
         f"citizens={args.citizens} events={core['events']:.0f} "
         f"supports={core['supports']:.0f} synchronous={args.synchronous} batch={args.batch}"
     )
     print(f"participation (start, answer, confirm…): {core['participation_rate']:.0f} events/s")
     print(f"raw sqlite3 baseline (inbox row + support row): {raw:.0f} actions/s")
+    if pg is not None:
+        print(
+            f"PostgreSQL (for information): participation {pg['participation_rate']:.0f} "
+            f"events/s, {pg['support_rate']:.0f} recorded actions/s"
+        )
     ratio = core["support_rate"] / raw
     print(
         f"core {core['support_rate']:.0f} recorded actions/s · raw {raw:.0f} actions/s · "
