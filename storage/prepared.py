@@ -242,8 +242,7 @@ def persistent(session: Session, model: type[T], row: tuple | None) -> T | None:
     """A row of a ``Prepared`` ``select(model)`` (all its columns, in table order) as the
     session's persistent ORM object: the one already in the identity map if there is one (it is
     authoritative: it may hold changes not flushed yet), else a new, clean one — as a query
-    through the ORM would give, for a fraction of its cost. The object is pinned for the unit
-    of work (the identity map holds objects weakly)."""
+    through the ORM would give, for a fraction of its cost. The object is ``pinned``."""
     if row is None:
         return None
     info = _ModelInfo.of(model)
@@ -253,8 +252,16 @@ def persistent(session: Session, model: type[T], row: tuple | None) -> T | None:
         found.__dict__.update(zip(info.keys, row, strict=True))
         make_transient_to_detached(found)
         session.add(found)
-    session.info.setdefault("pinned", []).append(found)
-    return found
+    return pinned(session, found)
+
+
+def pinned(session: Session, row: T) -> T:
+    """Keep a strong reference for the unit of work: the session's identity map holds rows
+    weakly, so a row read twice in one event (by a handler, then by a service) would otherwise
+    be fetched twice."""
+    if row is not None:
+        session.info.setdefault("pinned", []).append(row)
+    return row
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, insert, literal, update
 from sqlmodel import Session, col, select
@@ -27,22 +27,10 @@ from storage.models import (
     Support,
     Visit,
 )
-from storage.prepared import Prepared, in_session, persistent
+from storage.prepared import Prepared, in_session, persistent, pinned
 
 PUBLISHED = "published"
 LAST_SEEN_RESOLUTION = timedelta(minutes=5)
-
-
-T = TypeVar("T")
-
-
-def _pinned(session: Session, row: T) -> T:
-    """Keep a strong reference for the unit of work: the session's identity map holds rows
-    weakly, so a row read twice in one event (by a handler, then by a service) would otherwise
-    be fetched twice."""
-    if row is not None:
-        session.info.setdefault("pinned", []).append(row)
-    return row
 
 
 class Repos:
@@ -75,7 +63,7 @@ class ConsultationRepo:
 
     def get(self, consultation_id: int) -> Consultation | None:
         found = in_session(self.s, Consultation, consultation_id)
-        return found or _pinned(self.s, self.s.get(Consultation, consultation_id))
+        return found or pinned(self.s, self.s.get(Consultation, consultation_id))
 
     def all(self) -> Sequence[Consultation]:
         return self.s.exec(select(Consultation).order_by(col(Consultation.opens_at).desc())).all()
