@@ -190,6 +190,21 @@ def test_support_toggle_edits_the_idea_in_place(app, chat):
     assert count(app, Support) == 0
 
 
+def test_a_typed_support_answers_with_one_message_thanks_above_the_updated_idea(app, chat):
+    contribute(chat("alice"), "Des ateliers de quartier", None)
+    bob = chat("bob", language="en", buttons=True)
+    replies = bob.send("/support 1")
+    assert len(replies) == 1 and replies[0].edit is None
+    (message,) = replies
+    text = message.text.plain()
+    thanks = tr("en", "👍 Thank you, you support #{id} ({count} support in all).", id=1, count=1)
+    assert text.startswith(thanks) and text.index(thanks) < text.index("Des ateliers")
+    assert "👍 1" in text and replies.actions()[0] == "uns:1"
+    assert message.subject == ("contribution", 1)  # a reaction or reply to it targets idea #1
+    replies = bob.send("/unsupport 1")
+    assert len(replies) == 1 and "👍 0" in replies.text and replies.actions()[0] == "sup:1"
+
+
 def test_support_rules(app, chat):
     contribute(chat("alice"), "Des ateliers de quartier", None)
     bob = chat("bob", language="en")

@@ -4,6 +4,8 @@ a reply to an idea comments on it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bot import errors
 from bot.actions import pack
 from bot.domain import ConsultationInfo
@@ -161,7 +163,9 @@ def _support_reply(
     if ctx.caps.edits and isinstance(ctx.event.payload, ActionPressed):
         # A button on the idea's own message: update its count in place.
         return _idea_message(ctx, info, row, edit=True, notice=notice, supported=supported)
-    return [ctx.reply(RichText().p(notice)), _idea_message(ctx, info, row, supported=supported)]
+    # Typed, a reaction, a numbered option: one message, the thanks above the updated card.
+    card = _idea_message(ctx, info, row, supported=supported)
+    return replace(card, text=RichText().p(notice) + card.text)
 
 
 def _contribution_info(ctx: Ctx, contribution_id: int) -> ConsultationInfo:
