@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, Text, cast, delete, func, or_, select, update
+from sqlalchemy import Table, Text, bindparam, cast, delete, func, or_, select, update
 from sqlmodel import SQLModel, col
 
 from bot.messages import ChatType, EventContext, InboundEvent, Unsupported
@@ -56,10 +56,19 @@ from storage.models_moderation import (
     PrivacyConsent,
     Report,
 )
+from storage.prepared import Prepared
 from storage.repositories import Repos
 
 # Bump when the notice's text changes in substance: everyone is asked to accept it again.
 NOTICE_VERSION = "1"
+# Read on every participation step of a citizen not yet known (this process) to have accepted.
+_ACCEPTED_AT = Prepared(
+    select(col(PrivacyConsent.accepted_at)).where(
+        col(PrivacyConsent.citizen_id) == bindparam("citizen"),
+        col(PrivacyConsent.version) == NOTICE_VERSION,
+    )
+)
+
 ERASED_PREFIX = "erased-"
 
 # Tables whose rows keep pointing at the tombstone after an erasure (the erasure rule). Every
@@ -190,12 +199,8 @@ class PrivacyService:
         )
 
     def accepted_at(self, citizen: Citizen) -> datetime | None:
-        return self.s.execute(
-            select(col(PrivacyConsent.accepted_at)).where(
-                col(PrivacyConsent.citizen_id) == citizen.id,
-                col(PrivacyConsent.version) == NOTICE_VERSION,
-            )
-        ).scalar()
+        accepted: datetime | None = _ACCEPTED_AT.scalar(self.s, {"citizen": citizen.id})
+        return accepted
 
     # ------------------------------------------------------------------ my data
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, literal, update
+from sqlalchemy import and_, bindparam, delete, func, insert, literal, or_, update
 from sqlmodel import Session, col, select
 
 from storage.db import Database
@@ -255,15 +255,8 @@ class ContributionRepo:
         return [_row(r) for r in rows]
 
     def answered_questions(self, citizen_id: int, consultation_id: int) -> set[int]:
-        return set(
-            self.s.exec(
-                select(Contribution.question_id).where(
-                    Contribution.citizen_id == citizen_id,
-                    Contribution.consultation_id == consultation_id,
-                    col(Contribution.status).in_(("published", "pending")),
-                )
-            ).all()
-        )
+        rows = _ANSWERED.rows(self.s, {"citizen": citizen_id, "consultation": consultation_id})
+        return {question_id for (question_id,) in rows}
 
 
 def _counts() -> tuple[Any, Any]:
@@ -389,6 +382,15 @@ _DIALOGUE = Prepared(
     .with_for_update()
 )
 _CONTRIBUTION = Prepared(select(Contribution).where(Contribution.id == bindparam("cid")))
+# The questions a citizen has answered (read at each step of participating).
+_ANSWERED = Prepared(
+    select(Contribution.question_id).where(
+        Contribution.citizen_id == bindparam("citizen"),
+        Contribution.consultation_id == bindparam("consultation"),
+        # Not IN (…): a prepared statement takes no expanding parameter.
+        or_(col(Contribution.status) == "published", col(Contribution.status) == "pending"),
+    )
+)
 _SUPPORTED_IDS = select(Support.contribution_id).where(
     Support.citizen_id == bindparam("citizen"),
     col(Support.contribution_id).in_(bindparam("ids", expanding=True)),
