@@ -185,7 +185,7 @@ class Prepared:
                 continue  # the caller's value, processed at each execution
             value = bind.value
             column = by_column.get(name)
-            if column is not None and name not in supplied:
+            if column is not None:
                 default = column.default
                 if default is None or not default.is_scalar:
                     raise PreparedError(f"column {name!r} needs a value (no scalar default)")

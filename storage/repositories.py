@@ -340,9 +340,6 @@ class SupportRepo:
             .scalars()
         )
 
-    def count(self, contribution_id: int) -> int:
-        return int(_SUPPORT_COUNT.scalar(self.s, {"cid": contribution_id}))
-
 
 # Hot statements: built once, compiled once per dialect and run on the unit of work's DBAPI
 # connection (storage.prepared) — SQLAlchemy's per-execution overhead is larger than these
@@ -394,9 +391,6 @@ _ANSWERED = Prepared(
 _SUPPORTED_IDS = select(Support.contribution_id).where(
     Support.citizen_id == bindparam("citizen"),
     col(Support.contribution_id).in_(bindparam("ids", expanding=True)),
-)
-_SUPPORT_COUNT = Prepared(
-    select(func.count()).select_from(Support).where(Support.contribution_id == bindparam("cid"))
 )
 
 

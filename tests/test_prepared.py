@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, event, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
@@ -148,8 +148,6 @@ def test_persistent_objects_flush_nothing_when_untouched(db: Database) -> None:
     _citizen(db, "bob")
     later = NOW + timedelta(days=1)
     statements: list[str] = []
-    from sqlalchemy import event
-
     event.listen(db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
     with db.session() as s:
         bob = persistent(s, Citizen, _CITIZEN.first(s, {"user": "bob"}))
