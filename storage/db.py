@@ -66,7 +66,7 @@ class Database:
         cfg.attributes["engine"] = self.engine
         return cfg
 
-    def upgrade(self, revision: str = "heads") -> None:
+    def upgrade(self, revision: str = "head") -> None:
         command.upgrade(self.alembic_config(), revision)
 
     def dispose(self) -> None:

@@ -41,3 +41,25 @@ def test_migrations_are_reversible(empty_sqlite_url):
     db.upgrade()
     assert script.get_heads()
     db.dispose()
+
+
+def test_one_head():
+    """One history: a branch left open would make ``upgrade head`` ambiguous."""
+    db = Database("sqlite://")
+    script = ScriptDirectory.from_config(db.alembic_config())
+    db.dispose()
+    assert len(script.get_heads()) == 1, script.get_heads()
+
+
+def test_downgrade_and_upgrade_again_on_both_databases(empty_db_url):
+    from alembic import command
+
+    db = Database(empty_db_url)
+    db.upgrade()
+    command.downgrade(db.alembic_config(), "base")
+    assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
+    db.upgrade()
+    assert set(inspect(db.engine).get_table_names()) - {"alembic_version"} == set(
+        SQLModel.metadata.tables
+    )
+    db.dispose()
