@@ -50,6 +50,7 @@ from pydantic_core import PydanticCustomError
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",
+    "MAX_NESTING_DEPTH",
     "AboutPage",
     "AboutPageTranslation",
     "ConsultationDocument",
@@ -72,6 +73,9 @@ __all__ = [
 
 #: Largest accepted document (UTF-8 bytes). Files may be uploaded in chat, so keep it small.
 MAX_DOCUMENT_BYTES = 256 * 1024
+#: Deepest accepted nesting of lists and mappings (a real document needs about 5 levels).
+#: Checked while the YAML is read, so 100k opening brackets stop at the first levels.
+MAX_NESTING_DEPTH = 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -723,7 +727,11 @@ class ConsultationDocument(BaseModel):
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe YAML, plus: dates stay strings (we parse them), no aliases, no duplicate keys."""
+    """Safe YAML, plus: dates stay strings (we parse them), no aliases, no duplicate keys,
+    nesting bounded by MAX_NESTING_DEPTH (checked on the scanner's bracket level and on the
+    composer's depth, before either recurses or accumulates per-level state)."""
+
+    _depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -731,7 +739,27 @@ class _Loader(yaml.SafeLoader):
             raise yaml.composer.ComposerError(
                 None, None, "aliases (*name) are not supported", event.start_mark
             )
-        return super().compose_node(parent, index)
+        if self._depth >= MAX_NESTING_DEPTH:
+            raise self._too_deep(self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        if self.flow_level >= MAX_NESTING_DEPTH:
+            raise self._too_deep(self.get_mark())
+        super().fetch_flow_collection_start(token_class)
+
+    @staticmethod
+    def _too_deep(mark: Any) -> yaml.MarkedYAMLError:
+        return yaml.composer.ComposerError(
+            None,
+            None,
+            f"lists and mappings nested too deeply (at most {MAX_NESTING_DEPTH} levels)",
+            mark,
+        )
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         if isinstance(node, yaml.MappingNode):
