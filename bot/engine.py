@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.i18n import gettext, negotiate, use_locale
-from bot.messages import InboundEvent, OutboundMessage, RichText
+from bot.ingress import normalize_event
+from bot.messages import ChatType, InboundEvent, OutboundMessage, RichText
 from bot.router import Capabilities, Dispatcher
 from storage.db import Database, utcnow
 from storage.models import InboxEvent
 from storage.repositories import Repos
+from storage.repositories_chats import ChatKindRepo
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,17 @@ Clock = Callable[[], datetime]
 class Delivery:
     outbox_id: int
     message: OutboundMessage
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSeen:
+    """What an adapter learned about a chat's kind (Matrix: from a room's membership).
+    ``kind=None``: the bot left the chat, forget it."""
+
+    platform: str
+    chat_id: str
+    kind: ChatType | None
+    members: int | None = None
 
 
 class Engine:
@@ -62,22 +75,42 @@ class Engine:
         """Commit a batch of events in one transaction; returns how many were new."""
         return self.ingest_batch(events, {})
 
-    def ingest_batch(self, events: Iterable[InboundEvent], state: Mapping[str, str]) -> int:
+    def ingest_batch(
+        self,
+        events: Iterable[InboundEvent],
+        state: Mapping[str, str],
+        chats: Iterable[ChatSeen] = (),
+    ) -> int:
         """Commit a batch of events AND the channel's cursors (e.g. Matrix ``next_batch``) in one
         transaction, so a crash can neither lose the batch nor skip past it; returns how many
-        events were new."""
+        events were new. ``chats``: chat kinds the batch revealed, committed with it."""
         now = self.clock()
         new = 0
         with self.db.session() as session:
             repos = Repos(self.db, session)
-            for event in events:
-                ctx = event.context
-                new += (
-                    repos.inbox.add(ctx.platform, ctx.event_id, event.to_json(), now) is not None
-                )
+            for event in self.normalized(events):
+                new += repos.inbox.add_event(event, now) is not None
             for key, value in state.items():
                 repos.channel_state.set(key, value, now)
+            kinds = ChatKindRepo(session)
+            for chat in chats:
+                if chat.kind is None:
+                    kinds.forget(chat.platform, chat.chat_id)
+                else:
+                    kinds.set(chat.platform, chat.chat_id, str(chat.kind), chat.members, now)
         return new
+
+    def chat_kinds(self, platform: str) -> dict[str, ChatType]:
+        """The kinds recorded with ``ingest_batch`` (a chat not listed is of unknown kind)."""
+        with self.db.session() as session:
+            return {
+                chat_id: ChatType(kind)
+                for chat_id, kind in ChatKindRepo(session).all(platform).items()
+            }
+
+    def normalized(self, events: Iterable[InboundEvent]) -> list[InboundEvent]:
+        """Every inbound event passes here before it is stored or handled (bot.ingress)."""
+        return [normalize_event(e, admins=self.dispatcher.admins) for e in events]
 
     def channel_state(self, key: str) -> str | None:
         with self.db.session() as session:
@@ -132,15 +165,14 @@ class Engine:
     def handle_many(self, events: Iterable[InboundEvent]) -> list[Delivery]:
         """Record and process a batch of events in one transaction; redeliveries are skipped.
         Same failure rule as ``process_many``."""
-        batch = list(events)
+        batch = self.normalized(events)
         now = self.clock()
         try:
             with self.db.session() as session:
                 repos = Repos(self.db, session)
                 out: list[Delivery] = []
                 for event in batch:
-                    ctx = event.context
-                    inbox_id = repos.inbox.add(ctx.platform, ctx.event_id, event.to_json(), now)
+                    inbox_id = repos.inbox.add_event(event, now)
                     if inbox_id is not None:
                         out.extend(self._run(repos, inbox_id, event))
                 return out

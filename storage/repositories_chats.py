@@ -9,6 +9,7 @@ from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from storage.models_chats import ChatKind
+from storage.models_scheduler import PrivateChat
 
 
 class ChatKindRepo:
@@ -33,6 +34,14 @@ class ChatKindRepo:
             row = ChatKind(platform=platform, chat_id=chat_id, kind=kind, updated_at=now)
         row.kind, row.members, row.updated_at = kind, members, now
         self.s.add(row)
+        if kind == "group":
+            # A chat that became a group (a third member joined a DM) is nobody's private
+            # chat any more: reminders and results must not be posted there.
+            self.s.execute(
+                delete(PrivateChat).where(
+                    col(PrivateChat.platform) == platform, col(PrivateChat.chat_id) == chat_id
+                )
+            )
 
     def forget(self, platform: str, chat_id: str) -> None:
         self.s.execute(
