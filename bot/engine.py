@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.i18n import gettext, negotiate, use_locale
-from bot.ingress import normalize_event
 from bot.messages import ChatType, InboundEvent, OutboundMessage, RichText
 from bot.router import Capabilities, Dispatcher
 from storage.db import Database, utcnow
@@ -88,8 +87,11 @@ class Engine:
         new = 0
         with self.db.session() as session:
             repos = Repos(self.db, session)
-            for event in self.normalized(events):
-                new += repos.inbox.add_event(event, now) is not None
+            for event in events:
+                ctx = event.context
+                new += (
+                    repos.inbox.add(ctx.platform, ctx.event_id, event.to_json(), now) is not None
+                )
             for key, value in state.items():
                 repos.channel_state.set(key, value, now)
             kinds = ChatKindRepo(session)
@@ -107,10 +109,6 @@ class Engine:
                 chat_id: ChatType(kind)
                 for chat_id, kind in ChatKindRepo(session).all(platform).items()
             }
-
-    def normalized(self, events: Iterable[InboundEvent]) -> list[InboundEvent]:
-        """Every inbound event passes here before it is stored or handled (bot.ingress)."""
-        return [normalize_event(e, admins=self.dispatcher.admins) for e in events]
 
     def channel_state(self, key: str) -> str | None:
         with self.db.session() as session:
@@ -165,14 +163,15 @@ class Engine:
     def handle_many(self, events: Iterable[InboundEvent]) -> list[Delivery]:
         """Record and process a batch of events in one transaction; redeliveries are skipped.
         Same failure rule as ``process_many``."""
-        batch = self.normalized(events)
+        batch = list(events)
         now = self.clock()
         try:
             with self.db.session() as session:
                 repos = Repos(self.db, session)
                 out: list[Delivery] = []
                 for event in batch:
-                    inbox_id = repos.inbox.add_event(event, now)
+                    ctx = event.context
+                    inbox_id = repos.inbox.add(ctx.platform, ctx.event_id, event.to_json(), now)
                     if inbox_id is not None:
                         out.extend(self._run(repos, inbox_id, event))
                 return out
