@@ -190,3 +190,4 @@ class ChannelState(SQLModel, table=True):
 
 # Feature tables live in their own modules; importing them registers them on the metadata.
 from storage import models_chats, models_moderation, models_scheduler  # noqa: E402, F401
+from storage import models_counters  # noqa: E402, F401

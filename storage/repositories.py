@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, delete, func, insert, literal, or_, update
 from sqlmodel import Session, col, select
 
+from storage import counters as stat_counters
 from storage.db import Database
 from storage.models import (
     ChannelState,
@@ -602,6 +603,15 @@ class StatsRepo:
         self.db, self.s = db, session
 
     def counters(self, consultation_id: int) -> Counters:
+        """The statistics, from the counters the database's triggers keep (one statement)."""
+        return Counters(*stat_counters.read(self.s, consultation_id))
+
+    def fold_counters(self) -> int:
+        """Fold the counters' pending deltas (PostgreSQL); reads are exact either way."""
+        return stat_counters.fold(self.s)
+
+    def recount(self, consultation_id: int) -> Counters:
+        """The statistics counted from the rows (the definition the counters must match)."""
         published = and_(
             col(Contribution.consultation_id) == consultation_id,
             col(Contribution.status) == PUBLISHED,
