@@ -10,7 +10,7 @@ import pytest
 
 from adapters.matrix.channel import capabilities, outcome
 from adapters.matrix.render import MAX_EVENT_BYTES, contents, html_of, split
-from adapters.matrix.service import Backoff, chat_type, newly_joined_cut, sync_filter
+from adapters.matrix.service import Backoff, newly_joined_cut, observed_kind, sync_filter
 from adapters.matrix.translate import (
     Bot,
     Room,
@@ -230,15 +230,23 @@ def test_capabilities_and_sync_filter() -> None:
 
 
 def test_room_kinds() -> None:
+    """From the homeserver's member counts (joined + invited) and the join rule; nio's member
+    list is lazy-loaded (after a restart it holds only recent senders): never a count."""
     room = nio.MatrixRoom("!r:x", "@parlons:x")
     room.add_member("@parlons:x", "Parlons", None)
     room.add_member("@alice:x", "Alice", None)
-    assert chat_type(room) == ChatType.PRIVATE
-    room.add_member("@bob:x", "Bob", None)
-    assert chat_type(room) == ChatType.GROUP
-    public = nio.MatrixRoom("!p:x", "@parlons:x")
-    public.join_rule = "public"
-    assert chat_type(public) == ChatType.GROUP
+    assert observed_kind(room) is None  # no summary: unknown (the adapter treats it as a group)
+    assert observed_kind(None) is None
+    room.update_summary(nio.RoomSummary(joined_member_count=2, invited_member_count=0))
+    assert observed_kind(room) == (ChatType.PRIVATE, 2)
+    room.update_summary(nio.RoomSummary(joined_member_count=2, invited_member_count=1))
+    assert observed_kind(room) == (ChatType.GROUP, 3)
+    room.update_summary(nio.RoomSummary(joined_member_count=1, invited_member_count=0))
+    assert observed_kind(room) == (ChatType.PRIVATE, 1)
+    for rule in ("public", "knock", "restricted"):
+        public = nio.MatrixRoom("!p:x", "@parlons:x")
+        public.join_rule = rule
+        assert observed_kind(public) == (ChatType.GROUP, None), rule
 
 
 def _member(idx: int, membership: str, prev: str | None = None) -> object:

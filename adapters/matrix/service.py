@@ -15,6 +15,15 @@
 4. process the inbox (each event's effect, its replies and its status commit together) and wake
    the outbox sender, which sends the replies with idempotent transaction ids.
 
+**Room kinds.** Matrix does not say with each event whether a room is a private chat: a room is
+private when it is not public and has the bot and one other member (joined or invited), else a
+group, whatever its invitation said (``is_direct``). The homeserver reports member counts only
+when membership changes (lazy-loaded members: not again after a restart), so the kind is kept in
+the database, committed with the batch that revealed it, and read back at start. A room whose
+kind was never recorded is asked about (its state) before its events are translated; a room of
+unknown kind is a group: the core never runs private-only steps (participation, personal data)
+there.
+
 Errors back off exponentially with jitter (``M_LIMIT_EXCEEDED`` waits ``retry_after_ms``). On the
 very first start the bot syncs once, stores the token and skips that history; in a room it has
 just joined it answers what was written after it was invited, not the room's older history.
@@ -58,6 +67,7 @@ from adapters.matrix.translate import (
 from bot.app import App
 from bot.channels import Pace, RetryAfter
 from bot.delivery import OutboxSender
+from bot.engine import ChatSeen
 from bot.messages import ChatType, InboundEvent
 from bot.router import Role
 from bot.runtime import Runtime
@@ -118,15 +128,34 @@ def sync_filter(timeline_limit: int) -> dict[str, Any]:
     }
 
 
-def chat_type(room: nio.MatrixRoom | None) -> ChatType:
-    """A DM is a non-public room with the bot and one other member; anything else is a group
-    room, where participation is offered in private instead."""
-    if room is None:
-        return ChatType.PRIVATE
-    members = room.joined_count + room.invited_count
-    if room.join_rule == "public" or members > 2:
+# Join rules under which a room can be private (anyone may join the others: a group).
+PRIVATE_JOIN_RULES = frozenset({"invite", "private"})
+
+
+def kind_of(join_rule: str, members: int | None) -> ChatType | None:
+    """A DM is a non-public room with the bot and at most one other member (joined or invited);
+    anything else is a group room, where participation is offered in private instead. ``None``
+    when the member count is unknown (and the room not public)."""
+    if join_rule not in PRIVATE_JOIN_RULES:
         return ChatType.GROUP
-    return ChatType.PRIVATE
+    if members is None:
+        return None
+    return ChatType.GROUP if members > 2 else ChatType.PRIVATE
+
+
+def observed_kind(room: nio.MatrixRoom | None) -> tuple[ChatType, int | None] | None:
+    """A room's kind from what nio reliably knows in this process: its join rule (full state
+    on the first sync) and the homeserver's member counts (the sync's room summary, sent when
+    the bot joins and when membership changes). nio's member list is NOT a count: members are
+    lazy-loaded, so after a restart it holds only the senders seen since."""
+    if room is None:
+        return None
+    summary = room.summary
+    members = None
+    if summary is not None and summary.joined_member_count is not None:
+        members = summary.joined_member_count + (summary.invited_member_count or 0)
+    kind = kind_of(room.join_rule, members)
+    return (kind, members) if kind is not None else None
 
 
 def _own_membership(event: Any, me: str) -> tuple[str | None, str | None]:
@@ -212,6 +241,10 @@ class MatrixService:
         self._waiting: dict[str, dict[str, Any]] = {}
         # Invitations not acted on yet: room id → {inviter, direct}.
         self.invites: dict[str, dict[str, Any]] = {}
+        # Room kinds as committed in the database (read at start); a batch's changes wait in
+        # _kinds_seen until the batch is committed.
+        self.kinds: dict[str, ChatType] = {}
+        self._kinds_seen: dict[str, ChatSeen] = {}
         self._requested_keys: set[str] = set()
         self._sender_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -362,6 +395,7 @@ class MatrixService:
         self.undecrypted = json.loads(pending) if pending else {}
         invites = await call(self.engine.channel_state, key("invites"))
         self.invites = json.loads(invites) if invites else {}
+        self.kinds = await call(self.engine.chat_kinds, PLATFORM)
         return token
 
     def _state(self, next_batch: str) -> dict[str, str]:
@@ -394,9 +428,13 @@ class MatrixService:
                 self.stats.syncs += 1
                 events = await self._collect(response, token)
                 new = await self.runtime.call(
-                    self.engine.ingest_batch, events, self._state(response.next_batch)
+                    self.engine.ingest_batch,
+                    events,
+                    self._state(response.next_batch),
+                    list(self._kinds_seen.values()),
                 )
                 self.undecrypted = self._waiting
+                self._kinds_committed()
                 if events:
                     log.info("matrix: %d event(s) committed (%d new)", len(events), new)
             except asyncio.CancelledError:
@@ -463,6 +501,7 @@ class MatrixService:
     async def _collect(self, response: nio.SyncResponse, since: str | None) -> list[InboundEvent]:
         self._note_invites(response)
         self._waiting = dict(self.undecrypted)
+        self._observe_kinds(response)
         if since is None:
             return []  # the very first start: skip the history
         events: list[InboundEvent] = []
@@ -483,6 +522,8 @@ class MatrixService:
                 missing = await self._backfill(room_id, info.timeline.prev_batch, since)
                 self.stats.backfilled += len(missing)
                 timeline = missing + timeline
+            if timeline and self._kind(room_id) is None:
+                await self._ask_kind(room_id)
             room = self._room(room_id)
             for event in timeline:
                 inbound = await self._translate(event, room, seen)
@@ -496,9 +537,64 @@ class MatrixService:
         room = self.client.rooms.get(room_id)
         return Room(
             room_id,
-            chat_type(room),
+            self._kind(room_id) or ChatType.GROUP,  # unknown: never treated as private
             (lambda user: room.user_name(user)) if room is not None else (lambda _user: None),
         )
+
+    # ------------------------------------------------------------------ room kinds
+
+    def _kind(self, room_id: str) -> ChatType | None:
+        """The room's kind: as this batch revealed it, else as committed, else unknown."""
+        seen = self._kinds_seen.get(room_id)
+        if seen is not None:
+            return seen.kind
+        return self.kinds.get(room_id)
+
+    def _note_kind(self, room_id: str, kind: ChatType | None, members: int | None) -> None:
+        if self._kind(room_id) != kind:
+            self._kinds_seen[room_id] = ChatSeen(PLATFORM, room_id, kind, members)
+
+    def _observe_kinds(self, response: nio.SyncResponse) -> None:
+        """The kinds this batch reveals (committed with it): rooms the bot left are forgotten,
+        joined rooms whose summary or join rule nio knows are (re)classified."""
+        self._kinds_seen = {}
+        for room_id in response.rooms.leave:
+            if room_id not in response.rooms.join:
+                self._note_kind(room_id, None, None)
+        for room_id in response.rooms.join:
+            observed = observed_kind(self.client.rooms.get(room_id))
+            if observed is not None:
+                self._note_kind(room_id, *observed)
+
+    async def _ask_kind(self, room_id: str) -> None:
+        """A room with events but no recorded kind (joined before kinds were recorded): count
+        its members from its state. A failure fails the batch (retried after a backoff), so
+        that its events are not translated with a guess; a room the bot can no longer read
+        stays unknown, i.e. a group."""
+        response = await self.client.room_get_state(room_id)
+        if isinstance(response, nio.ErrorResponse):
+            if response.status_code in ("M_FORBIDDEN", "M_NOT_FOUND"):
+                log.info("matrix: cannot read the state of %s (%s)", room_id, response)
+                return
+            raise outcome(response, f"state of {room_id}")
+        members, join_rule = 0, "invite"
+        for event in response.events:
+            content = event.get("content") or {}
+            if event.get("type") == "m.room.member":
+                members += content.get("membership") in ("join", "invite")
+            elif event.get("type") == "m.room.join_rules" and event.get("state_key") == "":
+                join_rule = str(content.get("join_rule", "invite"))
+        kind = kind_of(join_rule, members) or ChatType.GROUP
+        log.info("matrix: %s is a %s room (%d members, asked)", room_id, kind, members)
+        self._note_kind(room_id, kind, members)
+
+    def _kinds_committed(self) -> None:
+        for room_id, seen in self._kinds_seen.items():
+            if seen.kind is None:
+                self.kinds.pop(room_id, None)
+            else:
+                self.kinds[room_id] = seen.kind
+        self._kinds_seen = {}
 
     async def _translate(
         self, event: Any, room: Room, seen: dict[str, InboundEvent]
