@@ -11,9 +11,12 @@ import asyncio
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.app import App
+
+if TYPE_CHECKING:
+    from bot.delivery.hub import DeliveryHub
 
 T = TypeVar("T")
 
@@ -23,6 +26,14 @@ class Runtime:
         self.app = app
         size = workers or (1 if app.db.is_sqlite else 4)
         self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="parlons-db")
+
+    @functools.cached_property
+    def delivery(self) -> DeliveryHub:
+        """The delivery runtime of this process: one pacer and gate per bot account, shared by
+        replies and broadcasts (``bot.delivery``)."""
+        from bot.delivery.hub import DeliveryHub
+
+        return DeliveryHub(self)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()

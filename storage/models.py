@@ -178,6 +178,10 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime
     sent_at: datetime | None = None
     error: str | None = None
+    # The delivery runtime's claim (bot.delivery): the worker sending this row and until when;
+    # another worker takes the row only once the lease has expired.
+    claimed_by: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = None
 
 
 class ChannelState(SQLModel, table=True):
@@ -191,3 +195,4 @@ class ChannelState(SQLModel, table=True):
 # Feature tables live in their own modules; importing them registers them on the metadata.
 from storage import models_chats, models_moderation, models_scheduler  # noqa: E402, F401
 from storage import models_counters  # noqa: E402, F401
+from storage import models_runtime  # noqa: E402, F401
