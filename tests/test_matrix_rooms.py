@@ -23,11 +23,14 @@ from sqlalchemy import delete
 from sqlmodel import func, select
 
 from bot.app import App, build_app
+from bot.engine import ChatSeen
 from bot.i18n import gettext, use_locale
+from bot.messages import ChatType, EventContext, InboundEvent, TextMessage
 from bot.settings import Settings
 from storage.models import Contribution, Dialogue, InboxEvent, OutboxMessage
 from storage.models_chats import ChatKind
 from storage.models_scheduler import PrivateChat
+from tests.support.harness import Chat
 from tests.support.matrix_bot import Citizen, Replies, RunningBot, bot_settings, wait_joined
 from tests.support.matrix_fixtures import (
     AccountFactory,
@@ -86,6 +89,46 @@ async def say_while_down(client: nio.AsyncClient, room_id: str, text: str) -> st
     response = await send_text(client, room_id, text)
     assert isinstance(response, nio.RoomSendResponse), response
     return str(response.event_id)
+
+
+@pytest.mark.filterwarnings("ignore:Column 'chat_kind.chat_id'")
+def test_chat_kinds_commit_with_their_batch_on_both_databases(any_app: App) -> None:
+    engine = any_app.engine
+    group, private = ChatType.GROUP, ChatType.PRIVATE
+    hello = InboundEvent(
+        EventContext("matrix", "!room:x", "@a:x", "$hello", chat_type=group), TextMessage("hi")
+    )
+    engine.ingest_batch(
+        [hello],
+        {"matrix:test:next_batch": "t1"},
+        [ChatSeen("matrix", "!room:x", group, 3), ChatSeen("matrix", "!dm:x", private, 2)],
+    )
+    assert engine.chat_kinds("matrix") == {"!room:x": group, "!dm:x": private}
+    assert engine.chat_kinds("telegram") == {}
+
+    # One transaction: a batch that fails commits neither its events nor its kinds.
+    later = InboundEvent(EventContext("matrix", "!dm:x", "@b:x", "$later"), TextMessage("x"))
+    broken = ChatSeen("matrix", None, private)  # type: ignore[arg-type]
+    with pytest.raises(Exception):  # noqa: B017 (NOT NULL violation, per database driver)
+        engine.ingest_batch(
+            [later], {"matrix:test:next_batch": "t2"}, [ChatSeen("matrix", "!dm:x", group), broken]
+        )
+    assert engine.chat_kinds("matrix")["!dm:x"] == private
+    assert engine.channel_state("matrix:test:next_batch") == "t1"
+    assert engine.inbound_event("matrix", "$later") is None
+
+    # A private chat that becomes a group is nobody's private chat any more (no reminders
+    # there); a chat the bot left is forgotten.
+    carol = Chat(engine, user="@carol:x", platform="matrix", chat_id="!dm:x")
+    assert carol.send("/start")
+    with any_app.db.session() as s:
+        assert s.exec(select(PrivateChat.chat_id)).all() == ["!dm:x"]
+    engine.ingest_batch([], {}, [ChatSeen("matrix", "!dm:x", group, 3)])
+    with any_app.db.session() as s:
+        assert s.exec(select(PrivateChat.chat_id)).all() == []
+        assert s.get(ChatKind, ("matrix", "!dm:x")).members == 3  # type: ignore[union-attr]
+    engine.ingest_batch([], {}, [ChatSeen("matrix", "!room:x", None)])
+    assert engine.chat_kinds("matrix") == {"!dm:x": group}
 
 
 @pytest.mark.slow
