@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.i18n import gettext, negotiate, use_locale
+from bot.ingress import normalize_event
 from bot.messages import ChatType, InboundEvent, OutboundMessage, RichText
 from bot.router import Capabilities, Dispatcher
 from storage.db import Database, utcnow
@@ -87,11 +88,8 @@ class Engine:
         new = 0
         with self.db.session() as session:
             repos = Repos(self.db, session)
-            for event in events:
-                ctx = event.context
-                new += (
-                    repos.inbox.add(ctx.platform, ctx.event_id, event.to_json(), now) is not None
-                )
+            for event in self.normalized(events):
+                new += repos.inbox.add_event(event.to_json(), now) is not None
             for key, value in state.items():
                 repos.channel_state.set(key, value, now)
             kinds = ChatKindRepo(session)
@@ -109,6 +107,10 @@ class Engine:
                 chat_id: ChatType(kind)
                 for chat_id, kind in ChatKindRepo(session).all(platform).items()
             }
+
+    def normalized(self, events: Iterable[InboundEvent]) -> list[InboundEvent]:
+        """Every inbound event passes here before it is stored or handled (bot.ingress)."""
+        return [normalize_event(e, admins=self.dispatcher.admins) for e in events]
 
     def channel_state(self, key: str) -> str | None:
         with self.db.session() as session:
@@ -143,10 +145,13 @@ class Engine:
                 repos = Repos(self.db, session)
                 out: list[Delivery] = []
                 for inbox_id in ids:
-                    row = repos.inbox.claim(inbox_id)
-                    if row is None:
-                        continue  # already processed (or being processed by another worker)
-                    out.extend(self._run(repos, inbox_id, InboundEvent.from_json(row.event)))
+                    # Marked done by the statement that takes it (one round trip), in this
+                    # transaction; in chat order across workers (storage.inbox_claims).
+                    data = repos.inbox.take(inbox_id, self.clock())
+                    if data is None:
+                        continue  # already processed (or its chat is being processed elsewhere)
+                    event = InboundEvent.from_json(data)
+                    out.extend(self._run(repos, inbox_id, event, mark=False))
                 return out
         except Exception as exc:
             if len(ids) == 1:
@@ -163,15 +168,14 @@ class Engine:
     def handle_many(self, events: Iterable[InboundEvent]) -> list[Delivery]:
         """Record and process a batch of events in one transaction; redeliveries are skipped.
         Same failure rule as ``process_many``."""
-        batch = list(events)
+        batch = self.normalized(events)
         now = self.clock()
         try:
             with self.db.session() as session:
                 repos = Repos(self.db, session)
                 out: list[Delivery] = []
                 for event in batch:
-                    ctx = event.context
-                    inbox_id = repos.inbox.add(ctx.platform, ctx.event_id, event.to_json(), now)
+                    inbox_id = repos.inbox.add_event(event.to_json(), now)
                     if inbox_id is not None:
                         out.extend(self._run(repos, inbox_id, event))
                 return out
@@ -191,14 +195,17 @@ class Engine:
             )
             return row.id if row else None
 
-    def _run(self, repos: Repos, inbox_id: int, event: InboundEvent) -> list[Delivery]:
-        """Dispatch, store the replies and mark the inbox row done, in the caller's unit of
-        work."""
+    def _run(
+        self, repos: Repos, inbox_id: int, event: InboundEvent, *, mark: bool = True
+    ) -> list[Delivery]:
+        """Dispatch, store the replies and mark the inbox row done (unless it was taken done
+        already), in the caller's unit of work."""
         now = self.clock()
         caps = self.channels.get(event.context.platform, Capabilities())
         replies = self.dispatcher.dispatch(event, repos, now, caps)
         deliveries = self._store_replies(repos, event, inbox_id, replies, now)
-        repos.inbox.mark(inbox_id, "done", now)
+        if mark:
+            repos.inbox.mark(inbox_id, "done", now)
         return deliveries
 
     def _store_replies(

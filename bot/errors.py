@@ -56,6 +56,12 @@ class EmptyText(DomainError):
     msgid = N_("Your message is empty. Please write a few words.")
 
 
+class InvisibleText(EmptyText):
+    msgid = N_(
+        "Your message only contains spaces or invisible characters. Please write a few words."
+    )
+
+
 class TextTooLong(DomainError):
     msgid = N_("Your text is {length} characters long; the limit is {limit}. Please shorten it.")
 

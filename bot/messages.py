@@ -357,7 +357,9 @@ class ReactionAdded:
 class FileReceived:
     filename: str
     mime_type: str
+    # The content, or b"" when it was not kept (only an administrator's file is: bot.ingress).
     data: bytes
+    size: int | None = None
     kind: Literal["file"] = "file"
 
 

@@ -27,7 +27,7 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -38,6 +38,7 @@ from sqlmodel import SQLModel, col
 
 from bot.messages import ChatType, EventContext, InboundEvent, Unsupported
 from bot.settings import Settings
+from storage.db import Database
 from storage.models import (
     Citizen,
     Comment,
@@ -70,6 +71,12 @@ _ACCEPTED_AT = Prepared(
 )
 
 ERASED_PREFIX = "erased-"
+# The ``kind`` column of a redacted inbox row (its event is an ``Unsupported("erased")``).
+ERASED_KIND = "erased"
+# Rows per statement and per transaction in erasure, expiry and retention.
+BATCH = 200
+# Outbox statuses of messages that will not be sent (again).
+FINISHED_OUTBOX = ("sent", "failed", "dead")
 
 # Tables whose rows keep pointing at the tombstone after an erasure (the erasure rule). Every
 # other table with a ``citizen_id`` column holds rows that exist only for that citizen, and
@@ -339,14 +346,13 @@ class PrivacyService:
                     select(private_chat.c.chat_id).where(private_chat.c.citizen_id == citizen.id)
                 ).scalars()
             )
-        context = col(InboxEvent.event)["context"]
         chats.update(
             self.s.execute(
-                select(context["chat_id"].as_string())
+                select(col(InboxEvent.chat_id))
                 .where(
                     col(InboxEvent.platform) == citizen.platform,
-                    context["user_id"].as_string() == citizen.platform_user_id,
-                    context["chat_type"].as_string() == str(ChatType.PRIVATE),
+                    col(InboxEvent.user_id) == citizen.platform_user_id,
+                    col(InboxEvent.chat_type) == str(ChatType.PRIVATE),
                 )
                 .distinct()
             ).scalars()
@@ -379,43 +385,54 @@ class PrivacyService:
             needles.append(_like_needle(citizen.display_name, ascii=False))
         needles = list(dict.fromkeys(needles))
 
-        # 1. What they sent (every event of theirs, processed or not) and what names them (an
-        # administrator's "/mod add telegram:123", on any platform, once processed).
-        context = col(InboxEvent.event)["context"]
+        # 1. What they sent (every event of theirs, processed or not, found by its indexed
+        # sender and chat columns), and what names them (an administrator's "/mod add
+        # telegram:123": commands, once processed; a failure's error text).
+        secret = privacy_secret(self.settings)
+        mine = (col(InboxEvent.platform) == platform) & or_(
+            col(InboxEvent.user_id) == user_id, col(InboxEvent.chat_id).in_(sorted(chats))
+        )
+        inbox_redacted = self._redact_inbox(mine, secret, own=True)
         event_text = cast(col(InboxEvent.event), Text)
-        theirs = or_(
-            (col(InboxEvent.platform) == platform) & (context["user_id"].as_string() == user_id),
-            (col(InboxEvent.status) != "pending")
+        inbox_redacted += self._redact_inbox(
+            (col(InboxEvent.kind) == "command")
+            & (col(InboxEvent.status) != "pending")
             & or_(*(event_text.like(f"%{n}%", escape="!") for n in needles)),
+            secret,
+            own=False,
         )
-        inbox_rows = list(
-            self.s.execute(
-                select(
-                    col(InboxEvent.id),
-                    col(InboxEvent.event_key),
-                    col(InboxEvent.platform),
-                    col(InboxEvent.status),
-                ).where(theirs)
+        self.s.execute(
+            update(InboxEvent)
+            .where(
+                col(InboxEvent.status) == "failed",
+                or_(*(col(InboxEvent.error).like(f"%{n}%", escape="!") for n in needles)),
             )
+            .values(error=None)
         )
-        for inbox_id, event_key, row_platform, status in inbox_rows:
-            values: dict[str, Any] = {"event": redacted_event(row_platform, event_key)}
-            if status == "pending":
-                values["status"] = "done"  # an event of theirs that will never be handled
-            self.s.execute(update(InboxEvent).where(col(InboxEvent.id) == inbox_id).values(values))
         if current_inbox_id is not None:
             row = self.s.get(InboxEvent, current_inbox_id)
             if row is not None:
-                row.event = redacted_event(row.platform, row.event_key)
-                self.s.add(row)
+                self._redact_row(row, secret)
 
-        # 2. What they were sent: outbox rows to their private chats are deleted; sent rows that
-        # name them elsewhere (a moderators' chat, an admin's /audit) are redacted.
-        removed = self.s.execute(
-            delete(OutboxMessage).where(
-                col(OutboxMessage.platform) == platform, col(OutboxMessage.chat_id).in_(chats)
+        # 2. What they were sent: outbox rows to their private chats are deleted (found by the
+        # indexed chat column); sent rows that name them elsewhere (a moderators' chat, an
+        # admin's /audit) are redacted.
+        removed = 0
+        while True:
+            ids = list(
+                self.s.execute(
+                    select(col(OutboxMessage.id))
+                    .where(
+                        col(OutboxMessage.platform) == platform,
+                        col(OutboxMessage.chat_id).in_(sorted(chats)),
+                    )
+                    .limit(BATCH)
+                ).scalars()
             )
-        ).rowcount  # type: ignore[attr-defined]
+            if not ids:
+                break
+            removed += len(ids)
+            self.s.execute(delete(OutboxMessage).where(col(OutboxMessage.id).in_(ids)))
         named = or_(
             *(cast(col(OutboxMessage.message), Text).like(f"%{n}%", escape="!") for n in needles)
         )
@@ -427,7 +444,7 @@ class PrivacyService:
             self.s.execute(
                 update(OutboxMessage)
                 .where(col(OutboxMessage.id) == out_id)
-                .values(message=_redacted_message(message))
+                .values(message=_redacted_message(message), error=None)
             )
 
         # 3. Their dialogue state. The row in use by this very event is emptied now (the
@@ -500,7 +517,51 @@ class PrivacyService:
         self.s.add(erasure)
         self.s.flush()
         _append_log(erasure_log_path(self.settings), self.now, key)
-        return ErasureReport(key, len(inbox_rows), removed, deleted)
+        return ErasureReport(key, inbox_redacted, removed, deleted)
+
+    def _redact_inbox(self, where: Any, secret: bytes, *, own: bool) -> int:
+        """Redact the inbox rows ``where`` selects, by batches of ids (a row already redacted
+        no longer matches: its sender, chat and text are gone)."""
+        count = 0
+        while True:
+            rows = list(
+                self.s.execute(
+                    select(
+                        col(InboxEvent.id),
+                        col(InboxEvent.platform),
+                        col(InboxEvent.event_key),
+                        col(InboxEvent.status),
+                        col(InboxEvent.user_id),
+                    )
+                    .where(
+                        where,
+                        or_(col(InboxEvent.kind).is_(None), col(InboxEvent.kind) != ERASED_KIND),
+                    )
+                    .order_by(col(InboxEvent.id))
+                    .limit(BATCH)
+                )
+            )
+            for inbox_id, row_platform, event_key, status, sender in rows:
+                self.s.execute(
+                    update(InboxEvent)
+                    .where(col(InboxEvent.id) == inbox_id)
+                    .values(
+                        _redacted_values(
+                            secret, row_platform, event_key, status, sender if not own else None
+                        )
+                    )
+                )
+            count += len(rows)
+            if len(rows) < BATCH:
+                return count
+
+    def _redact_row(self, row: InboxEvent, secret: bytes) -> None:
+        for name, value in _redacted_values(
+            secret, row.platform, row.event_key, row.status, None
+        ).items():
+            if name != "status":  # the event being handled is marked done by the engine
+                setattr(row, name, value)
+        self.s.add(row)
 
     def sweep(self, *, keep_dialogue_id: int | None = None) -> int:
         """Purge what erasures left behind: the farewell reply once it has been delivered, and
@@ -556,19 +617,142 @@ class PrivacyService:
             self.s.add(Erasure(subject_key=key, erased_at=self.now))
         return count
 
-    def expire(self, months: int) -> int:
-        """Erase the citizens who have not written for ``months`` months."""
-        limit = self.now - timedelta(days=30 * months)
-        stale = list(
-            self.s.execute(
-                select(Citizen).where(
-                    col(Citizen.platform_user_id).is_not(None), col(Citizen.last_seen_at) < limit
-                )
-            ).scalars()
+    def expire(self, months: int, limit: int | None = None) -> int:
+        """Erase the citizens who have not written for ``months`` months (at most ``limit`` of
+        them, oldest first, when given: the scheduler commits such batches one by one)."""
+        since = self.now - timedelta(days=30 * months)
+        stmt = (
+            select(Citizen)
+            .where(col(Citizen.platform_user_id).is_not(None), col(Citizen.last_seen_at) < since)
+            .order_by(col(Citizen.last_seen_at), col(Citizen.id))
         )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        stale = list(self.s.execute(stmt).scalars())
         for citizen in stale:
             self.erase(citizen)
         return len(stale)
+
+    def prune(self, days: int, limit: int) -> int:
+        """Delete at most ``limit`` handled inbox rows and ``limit`` sent or dead outbox rows
+        older than ``days`` days; returns how many rows were deleted. Kept: pending rows,
+        reactions (a Matrix redaction of a reaction is resolved through its inbox row) and
+        outbox rows with a subject (replies and reactions to an idea card map through them)."""
+        before = self.now - timedelta(days=days)
+        inbox = list(
+            self.s.execute(
+                select(col(InboxEvent.id))
+                .where(
+                    col(InboxEvent.processed_at) < before,
+                    col(InboxEvent.status).in_(("done", "failed")),
+                    or_(col(InboxEvent.kind).is_(None), col(InboxEvent.kind) != "reaction"),
+                )
+                .order_by(col(InboxEvent.processed_at))
+                .limit(limit)
+            ).scalars()
+        )
+        if inbox:
+            self.s.execute(delete(InboxEvent).where(col(InboxEvent.id).in_(inbox)))
+        outbox = list(
+            self.s.execute(
+                select(col(OutboxMessage.id))
+                .where(
+                    col(OutboxMessage.created_at) < before,
+                    col(OutboxMessage.status).in_(FINISHED_OUTBOX),
+                    col(OutboxMessage.subject).is_(None),
+                )
+                .order_by(col(OutboxMessage.created_at))
+                .limit(limit)
+            ).scalars()
+        )
+        if outbox:
+            self.s.execute(delete(OutboxMessage).where(col(OutboxMessage.id).in_(outbox)))
+        return len(inbox) + len(outbox)
+
+
+@dataclass(slots=True)
+class HousekeepingReport:
+    erased: int = 0
+    pruned: int = 0
+    finished: bool = False
+
+
+class Housekeeping:
+    """The privacy promises kept over time, in small committed batches (each step is one short
+    transaction, so the events of other citizens are processed in between, and a stop between
+    two steps leaves a consistent state that the next round finishes): erase citizens silent
+    past ``privacy_retention_months``, prune handled inbox/outbox rows older than
+    ``privacy_message_retention_days``, purge what erasures left behind."""
+
+    def __init__(self, db: Database, clock: Callable[[], datetime], settings: Settings) -> None:
+        self.db, self.clock, self.settings = db, clock, settings
+
+    def _service(self, session: Any) -> PrivacyService:
+        return PrivacyService(Repos(self.db, session), self.clock(), self.settings)
+
+    def expire_step(self) -> int:
+        """Erase one batch of silent citizens (one transaction); how many were erased."""
+        with self.db.session() as session:
+            return self._service(session).expire(
+                self.settings.privacy_retention_months, self.settings.privacy_batch_size
+            )
+
+    def prune_step(self) -> int:
+        with self.db.session() as session:
+            return self._service(session).prune(
+                self.settings.privacy_message_retention_days, self.settings.privacy_batch_size
+            )
+
+    def sweep_step(self) -> int:
+        with self.db.session() as session:
+            return self._service(session).sweep()
+
+    def steps(self) -> Iterator[tuple[str, Callable[[], int]]]:
+        """The steps of one round, in order: ("expire" | "prune", step); each step is repeated
+        by the caller while it returns a full batch."""
+        yield "expire", self.expire_step
+        yield "prune", self.prune_step
+
+    def run(self, should_stop: Callable[[], bool] = lambda: False) -> HousekeepingReport:
+        """One round, synchronously (the CLI; the scheduler drives the steps itself)."""
+        report = HousekeepingReport()
+        batch = self.settings.privacy_batch_size
+        for name, step in self.steps():
+            while not should_stop():
+                done = step()
+                if name == "expire":
+                    report.erased += done
+                else:
+                    report.pruned += done
+                if done < batch:
+                    break
+            if should_stop():
+                return report
+        self.sweep_step()
+        report.finished = True
+        return report
+
+
+def _redacted_values(
+    secret: bytes, platform: str, event_key: str, status: str, sender: str | None
+) -> dict[str, Any]:
+    """An inbox row that says nothing: its event redacted, its key (which may hold a raw
+    platform id: ``msg:<chat id>:<message id>``) replaced by a keyed hash of it, no error.
+    ``sender`` is kept for the rows of other people (a command that named the citizen)."""
+    if not event_key.startswith("erased:"):
+        event_key = "erased:" + one_way_id(secret, platform, event_key)[:48]
+    values: dict[str, Any] = {
+        "event": redacted_event(platform, event_key),
+        "event_key": event_key,
+        "error": None,
+        "kind": ERASED_KIND,
+        "user_id": sender,
+        "chat_id": None,
+        "chat_type": None,
+    }
+    if status == "pending":
+        values["status"] = "done"  # an event of theirs that will never be handled
+    return values
 
 
 def _redacted_message(message: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from bot import errors
 from bot.consultation_file import ConsultationDocument
 from bot.domain import ConsultationInfo, Phase, Statistics, consultation_days
 from bot.i18n import fmt_date
+from bot.ingress import is_blank
 from bot.moderation import ensure_not_banned
 from storage.models import Citizen, Comment, Consultation, Contribution
 from storage.repositories import ContributionRow, Repos
@@ -69,6 +70,8 @@ def _clean_text(text: str, limit: int) -> str:
     cleaned = text.strip()
     if not cleaned:
         raise errors.EmptyText()
+    if is_blank(cleaned):
+        raise errors.InvisibleText()
     if len(cleaned) > limit:
         raise errors.TextTooLong(length=len(cleaned), limit=limit)
     return cleaned

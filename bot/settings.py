@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     privacy_retention_months: int = Field(default=12, ge=1)
     # How often the scheduler's leader erases citizens past the retention period.
     privacy_housekeeping_hours: float = Field(default=24.0, gt=0)
+    # Handled inbox rows and sent (or dead) outbox rows are deleted after this many days (README,
+    # "Privacy: what is kept and for how long"); expiry and this pruning run in transactions of
+    # at most privacy_batch_size rows (citizens), so other work goes on in between.
+    privacy_message_retention_days: int = Field(default=30, ge=1)
+    privacy_batch_size: int = Field(default=200, ge=1, le=10000)
 
     # Scheduler (docs/scheduler.md). A reminder whose time passed while no worker was running
     # is still sent within this grace (seconds), otherwise skipped; opening, closing, results

@@ -26,12 +26,11 @@ from apscheduler.triggers.date import DateTrigger
 from bot.app import App
 from bot.broadcasts import BroadcastOutbox
 from bot.channels import Channel, Pace
-from bot.privacy import PrivacyService
+from bot.privacy import Housekeeping, HousekeepingReport
 from bot.runtime import Runtime
 from bot.schedule import RunOutcome, SchedulerConfig, ScheduleRunner, grace_for
 from scheduler.leader import Leadership, leadership_for
 from scheduler.sender import BroadcastSender
-from storage.repositories import Repos
 
 log = logging.getLogger(__name__)
 
@@ -209,28 +208,49 @@ class SchedulerService:
         log.info("schedule rebuilt: %d timers", len(views))
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
-        """The leader keeps the privacy notice's promise: citizens silent for the retention
-        period are erased, and what erasures left behind is purged — at start, then every
-        ``privacy_housekeeping_hours``."""
+        """The leader keeps the privacy notice's promises: citizens silent for the retention
+        period are erased, handled inbox/outbox rows past their retention are pruned, and what
+        erasures left behind is purged — at start, then every ``privacy_housekeeping_hours``."""
         interval = self.app.settings.privacy_housekeeping_hours * 3600
         while not stop.is_set():
             try:
-                erased = await self.runtime.call(self.housekeep)
-                if erased:
-                    log.info("privacy: %d inactive citizens erased", erased)
+                report = await self.housekeep_async(stop)
+                if report.erased or report.pruned:
+                    log.info(
+                        "privacy: %d inactive citizens erased, %d old messages pruned",
+                        report.erased,
+                        report.pruned,
+                    )
             except Exception:
                 log.exception("privacy housekeeping failed; retried at the next round")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
 
+    async def housekeep_async(self, stop: asyncio.Event) -> HousekeepingReport:
+        """One round of housekeeping in small committed batches, each its own call on the
+        runtime (other events are processed in between); ``stop`` is checked between batches,
+        and a round stopped half-way is finished by the next one."""
+        housekeeping = Housekeeping(self.app.db, self.app.clock, self.app.settings)
+        report = HousekeepingReport()
+        batch = self.app.settings.privacy_batch_size
+        for name, step in housekeeping.steps():
+            while not stop.is_set():
+                done = await self.runtime.call(step)
+                if name == "expire":
+                    report.erased += done
+                else:
+                    report.pruned += done
+                if done < batch:
+                    break
+            if stop.is_set():
+                return report
+        await self.runtime.call(housekeeping.sweep_step)
+        report.finished = True
+        return report
+
     def housekeep(self) -> int:
-        """One round of privacy housekeeping; returns how many citizens were erased."""
-        settings = self.app.settings
-        with self.app.db.session() as session:
-            service = PrivacyService(Repos(self.app.db, session), self.app.clock(), settings)
-            erased = service.expire(settings.privacy_retention_months)
-            service.sweep()
-            return erased
+        """One whole round of privacy housekeeping; returns how many citizens were erased."""
+        return Housekeeping(self.app.db, self.app.clock, self.app.settings).run().erased
 
     def _missed(self, event: JobExecutionEvent) -> None:
         """APScheduler skipped a reminder past its grace: record the skip (the runner logs

@@ -147,6 +147,11 @@ class InboxEvent(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("platform", "event_key"),
         Index("ix_inboxevent_status_id", "status", "id"),
+        # Erasure finds a citizen's events by sender and by chat; retention by processing time.
+        Index("ix_inboxevent_platform_user", "platform", "user_id"),
+        Index("ix_inboxevent_platform_chat", "platform", "chat_id"),
+        Index("ix_inboxevent_kind_id", "kind", "id"),
+        Index("ix_inboxevent_processed_at", "processed_at"),
     )
     id: int | None = Field(default=None, sa_column=_bigint_pk())
     platform: str = Field(max_length=16)
@@ -157,6 +162,11 @@ class InboxEvent(SQLModel, table=True):
     received_at: datetime
     processed_at: datetime | None = None
     error: str | None = None
+    # Copied from the event at ingest (bot.ingress): sender, chat, chat type and payload kind.
+    user_id: str | None = Field(default=None, max_length=255)
+    chat_id: str | None = Field(default=None, max_length=255)
+    chat_type: str | None = Field(default=None, max_length=16)
+    kind: str | None = Field(default=None, max_length=16)
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -165,6 +175,9 @@ class OutboxMessage(SQLModel, table=True):
     __table_args__ = (
         Index("ix_outboxmessage_platform_status", "platform", "status", "id"),
         Index("ix_outboxmessage_platform_message", "platform", "platform_message_id"),
+        # Erasure finds the messages sent to a chat; retention prunes by age.
+        Index("ix_outboxmessage_platform_chat", "platform", "chat_id"),
+        Index("ix_outboxmessage_created_at", "created_at"),
     )
     id: int | None = Field(default=None, sa_column=_bigint_pk())
     platform: str = Field(max_length=16)
@@ -178,6 +191,9 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime
     sent_at: datetime | None = None
     error: str | None = None
+    # The message's subject ("contribution:12"), copied from it at insert: replies and
+    # reactions map to it, so retention keeps rows that have one.
+    subject: str | None = Field(default=None, max_length=64)
     # The delivery runtime's claim (bot.delivery): the worker sending this row and until when;
     # another worker takes the row only once the lease has expired.
     claimed_by: str | None = Field(default=None, max_length=64)

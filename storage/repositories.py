@@ -363,7 +363,7 @@ _OUTBOX_MARK = Prepared(
 )
 _OUTBOX_INSERT = Prepared(
     insert(OutboxMessage).returning(col(OutboxMessage.id)),
-    columns=("platform", "chat_id", "inbox_id", "message", "created_at"),
+    columns=("platform", "chat_id", "inbox_id", "message", "created_at", "subject"),
 )
 _CITIZEN = Prepared(
     select(Citizen).where(
@@ -477,6 +477,24 @@ class InboxRepo:
             received_at=now,
         )
 
+    def add_event(self, event: dict[str, Any], now: datetime) -> int | None:
+        """Record an event (``InboundEvent.to_json()``, normalized by bot.ingress) with the
+        columns erasure and retention search by; None if it was already recorded."""
+        ctx = event["context"]
+        return self.db.insert_ignore(
+            self.s,
+            InboxEvent,
+            platform=ctx["platform"],
+            event_key=ctx["event_id"],
+            status="pending",
+            event=event,
+            received_at=now,
+            user_id=ctx["user_id"],
+            chat_id=ctx["chat_id"],
+            chat_type=ctx["chat_type"],
+            kind=event["payload"]["kind"],
+        )
+
     def pending_ids(self, platform: str | None, limit: int) -> list[int]:
         stmt = select(InboxEvent.id).where(InboxEvent.status == "pending")
         if platform:
@@ -503,11 +521,18 @@ class InboxRepo:
         ).first()
 
 
+def subject_key(message: dict[str, Any]) -> str | None:
+    """``"contribution:12"`` for a stored message whose subject is ("contribution", 12)."""
+    subject = message.get("subject")
+    return f"{subject[0]}:{subject[1]}"[:64] if subject else None
+
+
 class OutboxRepo:
     def __init__(self, session: Session) -> None:
         self.s = session
 
     def add(self, row: OutboxMessage) -> OutboxMessage:
+        row.subject = subject_key(row.message)
         self.s.add(row)
         self.s.flush()
         return row
@@ -518,7 +543,10 @@ class OutboxRepo:
             return []
         # One statement per reply (an event has one or two): a multi-row INSERT … RETURNING
         # does not promise the order of the ids it returns on every database.
-        return [int(_OUTBOX_INSERT.scalar(self.s, row)) for row in rows]
+        return [
+            int(_OUTBOX_INSERT.scalar(self.s, {**row, "subject": subject_key(row["message"])}))
+            for row in rows
+        ]
 
     def pending(self, platform: str, limit: int = 100) -> Sequence[OutboxMessage]:
         return self.s.exec(

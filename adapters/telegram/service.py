@@ -338,7 +338,10 @@ class TelegramService:
                 log.exception("could not translate update %s; ignored", update.get("update_id"))
                 continue
             if isinstance(translated, PendingDocument):
-                translated = await self._download(translated)
+                if int(translated.context.user_id) in self.admins:
+                    translated = await self._download(translated)
+                else:
+                    translated = translated.metadata_only()
             if translated is not None:
                 events.append(translated)
         return events

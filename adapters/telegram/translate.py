@@ -15,8 +15,10 @@ update                                         event
                                                another bot is ignored)
 ``callback_query`` on a message                ``ActionPressed`` (query id; the message it was
                                                on as ``EventContext.message``)
-``message`` with a small ``document``          ``FileReceived`` (downloaded first; at most
-                                               ``MAX_FILE_BYTES``, bigger ones → Unsupported)
+``message`` with a small ``document``          ``FileReceived`` (from an administrator:
+                                               downloaded first, at most ``MAX_FILE_BYTES``,
+                                               bigger ones → Unsupported; from anyone else:
+                                               name, type and size only)
 sticker, photo, voice, video, audio, poll…     ``Unsupported`` (the core answers what it can
                                                read) — in private chats only
 forwarded message                              ``Unsupported("forward")``: someone else's words
@@ -103,6 +105,12 @@ class PendingDocument:
         if len(data) > MAX_FILE_BYTES:
             return self.too_large()
         return InboundEvent(self.context, FileReceived(self.filename, self.mime_type, data))
+
+    def metadata_only(self) -> InboundEvent:
+        """A citizen's document: the bot does not read it, so its content is not fetched."""
+        return InboundEvent(
+            self.context, FileReceived(self.filename, self.mime_type, b"", size=self.size)
+        )
 
     def too_large(self) -> InboundEvent:
         return InboundEvent(self.context, Unsupported("document"))
