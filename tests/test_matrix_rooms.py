@@ -142,6 +142,7 @@ async def test_a_group_room_invited_as_direct_stays_a_group_after_a_restart(
     app = build_app(Settings(database_url=url))
     app.import_consultation(open_consultation(tmp_path))
     bot_account: MatrixAccount = await matrix_account.create("parlons")
+    (tmp_path / "none.toml").write_text("")  # no configuration file: the environment only
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PARLONS_")},
         "PARLONS_CONFIG_FILE": str(tmp_path / "none.toml"),
