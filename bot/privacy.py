@@ -134,11 +134,13 @@ def read_erasure_log(path: Path) -> list[str]:
     return keys
 
 
-def _append_log(path: Path, when: datetime, key: str) -> None:
+def _append_log(path: Path, when: datetime, *keys: str) -> None:
+    if not keys:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        os.write(fd, f"{when.isoformat()} {key}\n".encode("ascii"))
+        os.write(fd, "".join(f"{when.isoformat()} {key}\n" for key in keys).encode("ascii"))
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -366,9 +368,12 @@ class PrivacyService:
         current_inbox_id: int | None = None,
         current_dialogue: Dialogue | None = None,
         current_chat: str | None = None,
+        log: list[str] | None = None,
     ) -> ErasureReport | None:
         """Apply the erasure rule to one citizen (see the module's docstring). The event being
-        handled (``current_*``) is redacted now and its reply purged by a later ``sweep``."""
+        handled (``current_*``) is redacted now and its reply purged by a later ``sweep``.
+        With ``log``, the one-way id is appended to it instead of the erasure log file (the
+        caller writes the whole batch with one fsync, before its commit)."""
         platform, user_id = citizen.platform, citizen.platform_user_id
         if user_id is None:
             return None  # already erased
@@ -516,7 +521,10 @@ class PrivacyService:
         erasure.residue_pending = bool(residue)
         self.s.add(erasure)
         self.s.flush()
-        _append_log(erasure_log_path(self.settings), self.now, key)
+        if log is None:
+            _append_log(erasure_log_path(self.settings), self.now, key)
+        else:
+            log.append(key)
         return ErasureReport(key, inbox_redacted, removed, deleted)
 
     def _redact_inbox(self, where: Any, secret: bytes, *, own: bool) -> int:
@@ -629,8 +637,11 @@ class PrivacyService:
         if limit is not None:
             stmt = stmt.limit(limit)
         stale = list(self.s.execute(stmt).scalars())
+        keys: list[str] = []
         for citizen in stale:
-            self.erase(citizen)
+            self.erase(citizen, log=keys)
+        self.s.flush()
+        _append_log(erasure_log_path(self.settings), self.now, *keys)
         return len(stale)
 
     def prune(self, days: int, limit: int) -> int:
@@ -694,7 +705,7 @@ class Housekeeping:
         """Erase one batch of silent citizens (one transaction); how many were erased."""
         with self.db.session() as session:
             return self._service(session).expire(
-                self.settings.privacy_retention_months, self.settings.privacy_batch_size
+                self.settings.privacy_retention_months, self.settings.privacy_expiry_batch
             )
 
     def prune_step(self) -> int:
@@ -707,17 +718,16 @@ class Housekeeping:
         with self.db.session() as session:
             return self._service(session).sweep()
 
-    def steps(self) -> Iterator[tuple[str, Callable[[], int]]]:
-        """The steps of one round, in order: ("expire" | "prune", step); each step is repeated
-        by the caller while it returns a full batch."""
-        yield "expire", self.expire_step
-        yield "prune", self.prune_step
+    def steps(self) -> Iterator[tuple[str, Callable[[], int], int]]:
+        """The steps of one round, in order: ("expire" | "prune", step, batch); each step is
+        repeated by the caller while it returns a full batch."""
+        yield "expire", self.expire_step, self.settings.privacy_expiry_batch
+        yield "prune", self.prune_step, self.settings.privacy_batch_size
 
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> HousekeepingReport:
         """One round, synchronously (the CLI; the scheduler drives the steps itself)."""
         report = HousekeepingReport()
-        batch = self.settings.privacy_batch_size
-        for name, step in self.steps():
+        for name, step, batch in self.steps():
             while not should_stop():
                 done = step()
                 if name == "expire":

@@ -87,9 +87,11 @@ class Settings(BaseSettings):
     privacy_housekeeping_hours: float = Field(default=24.0, gt=0)
     # Handled inbox rows and sent (or dead) outbox rows are deleted after this many days (README,
     # "Privacy: what is kept and for how long"); expiry and this pruning run in transactions of
-    # at most privacy_batch_size rows (citizens), so other work goes on in between.
+    # at most privacy_batch_size rows, so other work goes on in between.
     privacy_message_retention_days: int = Field(default=30, ge=1)
     privacy_batch_size: int = Field(default=200, ge=1, le=10000)
+    # Silent citizens erased per transaction (each is a few dozen statements).
+    privacy_expiry_batch: int = Field(default=25, ge=1, le=1000)
 
     # Scheduler (docs/scheduler.md). A reminder whose time passed while no worker was running
     # is still sent within this grace (seconds), otherwise skipped; opening, closing, results

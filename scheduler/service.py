@@ -232,8 +232,7 @@ class SchedulerService:
         and a round stopped half-way is finished by the next one."""
         housekeeping = Housekeeping(self.app.db, self.app.clock, self.app.settings)
         report = HousekeepingReport()
-        batch = self.app.settings.privacy_batch_size
-        for name, step in housekeeping.steps():
+        for name, step, batch in housekeeping.steps():
             while not stop.is_set():
                 done = await self.runtime.call(step)
                 if name == "expire":
