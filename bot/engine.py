@@ -145,10 +145,13 @@ class Engine:
                 repos = Repos(self.db, session)
                 out: list[Delivery] = []
                 for inbox_id in ids:
-                    row = repos.inbox.claim(inbox_id)
-                    if row is None:
-                        continue  # already processed (or being processed by another worker)
-                    out.extend(self._run(repos, inbox_id, InboundEvent.from_json(row.event)))
+                    # Marked done by the statement that takes it (one round trip), in this
+                    # transaction; in chat order across workers (storage.inbox_claims).
+                    data = repos.inbox.take(inbox_id, self.clock())
+                    if data is None:
+                        continue  # already processed (or its chat is being processed elsewhere)
+                    event = InboundEvent.from_json(data)
+                    out.extend(self._run(repos, inbox_id, event, mark=False))
                 return out
         except Exception as exc:
             if len(ids) == 1:
@@ -192,14 +195,17 @@ class Engine:
             )
             return row.id if row else None
 
-    def _run(self, repos: Repos, inbox_id: int, event: InboundEvent) -> list[Delivery]:
-        """Dispatch, store the replies and mark the inbox row done, in the caller's unit of
-        work."""
+    def _run(
+        self, repos: Repos, inbox_id: int, event: InboundEvent, *, mark: bool = True
+    ) -> list[Delivery]:
+        """Dispatch, store the replies and mark the inbox row done (unless it was taken done
+        already), in the caller's unit of work."""
         now = self.clock()
         caps = self.channels.get(event.context.platform, Capabilities())
         replies = self.dispatcher.dispatch(event, repos, now, caps)
         deliveries = self._store_replies(repos, event, inbox_id, replies, now)
-        repos.inbox.mark(inbox_id, "done", now)
+        if mark:
+            repos.inbox.mark(inbox_id, "done", now)
         return deliveries
 
     def _store_replies(

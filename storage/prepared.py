@@ -126,6 +126,9 @@ class Prepared:
 
     def _prepare(self, session: Session) -> tuple[_Plan, Any]:
         conn, dialect = dbapi_connection(session)
+        counter = session.info["_prepared_connection"][3]
+        if counter is not None:  # storage.statements: SQLAlchemy's events do not see us
+            counter.add()
         plan = self._plans.get(dialect.name)
         if plan is None:
             plan = self._plans[dialect.name] = self._compile(dialect)
@@ -229,7 +232,8 @@ def dbapi_connection(session: Session) -> tuple[Any, Dialect]:
     connection = session.connection()
     dbapi = connection.connection.dbapi_connection
     dialect = connection.dialect
-    session.info["_prepared_connection"] = (session.get_transaction(), dbapi, dialect)
+    counter = connection.connection.info.get("parlons.statements")  # storage.statements
+    session.info["_prepared_connection"] = (session.get_transaction(), dbapi, dialect, counter)
     return dbapi, dialect
 
 

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, literal, or_, update
+from sqlalchemy import and_, bindparam, delete, func, insert, literal, or_, text, update
 from sqlmodel import Session, col, select
 
 from storage import counters as stat_counters
+from storage import inbox_claims
 from storage.db import Database
 from storage.models import (
     ChannelState,
@@ -505,8 +506,14 @@ class InboxRepo:
         """Lock a pending row for processing (skip it if another worker holds it)."""
         stmt = select(InboxEvent).where(InboxEvent.id == inbox_id, InboxEvent.status == "pending")
         if not self.db.is_sqlite:
-            stmt = stmt.with_for_update(skip_locked=True)
+            # And its chat (storage.inbox_claims): events of a chat are processed in order.
+            stmt = stmt.where(text(inbox_claims.CHAT_LOCK)).with_for_update(skip_locked=True)
         return self.s.exec(stmt).first()
+
+    def take(self, inbox_id: int, now: datetime) -> dict[str, Any] | None:
+        """Mark a pending event done and return its JSON, in one statement (None if it is not
+        pending, or its chat is being processed by another worker): storage.inbox_claims."""
+        return inbox_claims.take(self.s, inbox_id, now)
 
     def mark(self, inbox_id: int, status: str, now: datetime, error: str | None = None) -> None:
         _INBOX_MARK.run(
