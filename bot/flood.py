@@ -3,7 +3,8 @@ senders and several workers.
 
 - Actions: every event a citizen sends (in groups, only commands and button presses) counts in
   a fixed one-minute window (``flood_window`` rows, incremented by one atomic upsert).
-- Contributions: counted in the ``contribution`` table over the last hour.
+- Comments: counted in the ``comment`` table over the last hour (routes declare the quota).
+  Contributions answer the consultation's own questions and are never throttled.
 - Citizens who arrived less than ``flood_newcomer_minutes`` ago have stricter quotas.
 - Over a quota, the event is ignored; the citizen is warned once per window (the ``warned``
   flag is set by one conditional update, so concurrent events warn once).
@@ -20,13 +21,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col
 
 from bot.settings import Settings
-from storage.models import Citizen, Contribution
+from storage.models import Citizen, Comment
 from storage.models_moderation import FloodWindow
 from storage.prepared import Prepared
 from storage.repositories import Repos
 
 ACTIONS = "actions"
-CONTRIBUTIONS = "contributions"
+# Per-hour quotas a route may declare, by name: the table of what it publishes.
+_QUOTAS = {"comment": Comment}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +56,12 @@ class FloodService:
             else s.flood_actions_per_minute
         )
 
-    def contribution_limit(self, citizen: Citizen) -> int:
+    def comment_limit(self, citizen: Citizen) -> int:
         s = self.settings
         return (
-            s.flood_newcomer_contributions_per_hour
+            s.flood_newcomer_comments_per_hour
             if self.newcomer(citizen)
-            else s.flood_contributions_per_hour
+            else s.flood_comments_per_hour
         )
 
     def _bump(self, citizen_id: int, kind: str, start: datetime, by: int) -> tuple[int, int]:
@@ -106,22 +108,25 @@ class FloodService:
             return Verdict(True, limit=limit)
         return Verdict(False, self._first_warning(row_id), limit)
 
-    def check_contribution(self, citizen: Citizen) -> Verdict:
-        """May this citizen publish one more contribution now?"""
+    def check_quota(self, citizen: Citizen, quota: str) -> Verdict:
+        """May this citizen publish one more text of this kind now? (``comment``: comments.
+        Contributions answer the consultation's own questions, one per question: never
+        throttled.)"""
         assert citizen.id is not None
-        limit = self.contribution_limit(citizen)
+        model = _QUOTAS[quota]
+        limit = self.comment_limit(citizen)
         recent = self.s.execute(
             select(func.count())
-            .select_from(Contribution)
+            .select_from(model)
             .where(
-                col(Contribution.citizen_id) == citizen.id,
-                col(Contribution.created_at) > self.now - timedelta(hours=1),
+                col(model.citizen_id) == citizen.id,
+                col(model.created_at) > self.now - timedelta(hours=1),
             )
         ).scalar_one()
         if recent < limit:
             return Verdict(True, limit=limit)
         start = self.now.replace(minute=0, second=0, microsecond=0)
-        row_id, _count = self._bump(citizen.id, CONTRIBUTIONS, start, 0)
+        row_id, _count = self._bump(citizen.id, quota, start, 0)
         return Verdict(False, self._first_warning(row_id), limit)
 
 

@@ -10,9 +10,9 @@ from datetime import timedelta
 import pytest
 
 from bot.messages import ChatType, CommandMessage, EventContext, InboundEvent
-from storage.models import Contribution
+from storage.models import Comment, Contribution
 from storage.models_moderation import FloodWindow
-from tests.support.moderation import ADMIN, build, chats, count, rows
+from tests.support.moderation import ADMIN, build, chats, contribute, count, rows
 
 WARNING = "You are going a little fast"
 _ids = itertools.count(1)
@@ -26,8 +26,8 @@ def small(db_url, clock, tmp_path):  # type: ignore[no-untyped-def]
         tmp_path,
         flood_newcomer_actions_per_minute=8,
         flood_actions_per_minute=12,
-        flood_newcomer_contributions_per_hour=2,
-        flood_contributions_per_hour=3,
+        flood_newcomer_comments_per_hour=2,
+        flood_comments_per_hour=3,
     )
     yield app
     app.close()
@@ -52,20 +52,34 @@ def test_newcomers_have_a_stricter_quota(small, clock):
     assert sum(1 for a in answers if a and WARNING not in a.text) == 12
 
 
-def test_contributions_per_hour(sqlite_url, clock, tmp_path):
-    app = build(sqlite_url, clock, tmp_path, flood_newcomer_contributions_per_hour=1)
+def test_answering_the_questions_is_never_throttled(sqlite_url, clock, tmp_path):
+    """A newcomer answers every question of a long consultation in one sitting: the hourly
+    quota is for comments, never for the consultation's own questions."""
+    app = build(sqlite_url, clock, tmp_path, flood_newcomer_comments_per_hour=1)
     zoe = chats(app)("zoe")
     zoe.send("/participate")
-    zoe.send("Première idée")
-    zoe.send("/confirm")
-    zoe.send("Deuxième idée")  # question 2
-    replies = zoe.send("/confirm")
-    assert "You have reached 1 in an hour" in replies.text
-    assert zoe.send("/confirm") == []  # no second warning
-    assert count(app, Contribution) == 1
+    for n in (1, 2):
+        zoe.send(f"Idée numéro {n}")
+        replies = zoe.send("/confirm")
+        assert "is published" in replies.text
+    assert count(app, Contribution) == 2
+    app.close()
+
+
+def test_comments_per_hour_always_answered(sqlite_url, clock, tmp_path):
+    app = build(sqlite_url, clock, tmp_path, flood_newcomer_comments_per_hour=1)
+    chat = chats(app)
+    contribute(chat("author"), "Une idée", None)
+    zoe = chat("zoe")
+    zoe.send("/comment 1")  # the Comment button's path: the text comes next
+    assert "is published" in zoe.send("Premier commentaire").text
+    for _ in range(2):
+        # Every refused comment is answered (never silence), and nothing is published.
+        assert "You have written 1 in an hour" in zoe.send("/comment 1 Encore un").text
+    assert "You have written 1 in an hour" in zoe.send("/comment 1").text
+    assert [c.text for c in rows(app, Comment)] == ["Premier commentaire"]
     clock.advance(minutes=61)
-    zoe.send("/confirm")  # the draft was kept
-    assert [c.text for c in rows(app, Contribution)] == ["Première idée", "Deuxième idée"]
+    assert "is published" in zoe.send("/comment 1 Plus tard").text
     app.close()
 
 

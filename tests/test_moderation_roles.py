@@ -140,5 +140,5 @@ def test_moderation_commands_without_arguments_show_their_usage(sapp):
     mod1 = chat("mod1")
     for line in ("/hide", "/restore", "/ban", "/approve", "/unban", "/mod add"):
         user = chat(ADMIN) if line.startswith("/mod") else mod1
-        assert "Usage: " + line in user.send(line).text, line
+        assert "Usage: " + line.split()[0] in user.send(line).text, line
     assert "Usage: /report" in chat("citizen").send("/report").text

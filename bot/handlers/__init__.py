@@ -34,5 +34,6 @@ def build_dispatcher(
         admins=admins,
         fallback_text=onboarding.fallback,
         middlewares=[scheduling.remember_private_chat, *guards.MIDDLEWARES],
+        gated=guards.GATED,
         settings=settings,
     )

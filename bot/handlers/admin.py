@@ -24,7 +24,8 @@ from bot.handlers.moderation import actor, service
 from bot.i18n import N_, fmt_datetime
 from bot.i18n import gettext as _
 from bot.messages import Button, FileReceived, OutboundMessage, RichText, b, code, i
-from bot.router import Ctx, Reply, Role, Router
+from bot.params import Text, Word
+from bot.router import Chats, Ctx, Reply, Role, Router
 from bot.schedule import Lifecycle, parse_local
 from storage.models import Consultation
 
@@ -46,13 +47,6 @@ SHORT = {
     "withdrawal": N_("Support withdrawal"),
     "comments": N_("Comments"),
 }
-
-
-class QuestionsRemoved(errors.DomainError):
-    msgid = N_(
-        "This file leaves out questions of the existing consultation ({keys}). A question cannot "
-        "be removed once published: keep it in the file. Nothing was changed."
-    )
 
 
 class CannotOpen(errors.DomainError):
@@ -132,7 +126,7 @@ def _preview(ctx: Ctx, doc: ConsultationDocument, existing: Consultation | None)
     return rt
 
 
-@router.file
+@router.file(role=Role.ADMIN, chats=Chats.PRIVATE)
 def upload(ctx: Ctx) -> Reply:
     payload = ctx.event.payload
     assert isinstance(payload, FileReceived)
@@ -149,11 +143,15 @@ def upload(ctx: Ctx) -> Reply:
             rt = rt.p(i(_("…and {n} more.").format(n=len(exc.errors) - 30)))
         return ctx.reply(rt)
     existing = ctx.repos.consultations.by_slug(doc.slug)
-    if existing is not None and existing.id is not None:
-        keys = {q.key for q in ctx.repos.consultations.questions(existing.id)}
-        missing = sorted(keys - {q.key for q in doc.questions})
-        if missing:
-            raise QuestionsRemoved(keys=", ".join(missing))
+    # Refused (translated) when it drops questions that have contributions or is another
+    # consultation under an existing slug; an identical file has nothing to apply.
+    outcome, _dropped = ctx.services.consultations.check_import(doc)
+    if outcome == "unchanged":
+        return ctx.reply(
+            RichText().p(
+                _("Consultation “{slug}” is unchanged: nothing to apply.").format(slug=doc.slug)
+            )
+        )
     return _ask(
         ctx,
         {"kind": "import", "document": doc.to_json(), "source": source},
@@ -211,7 +209,13 @@ def _panel(ctx: Ctx, info: ConsultationInfo) -> OutboundMessage:
 @router.action(
     "mng",
     command="manage",
-    args=N_("[open|close|extend DATE [TIME]|premoderation|withdrawal|comments on|off]"),
+    params=(
+        Text(
+            "change",
+            N_("[open|close|extend DATE [TIME]|premoderation|withdrawal|comments on|off]"),
+            optional=True,
+        ),
+    ),
     help=N_("Run the consultation: open, close, extend, settings (administrators)"),
     role=Role.ADMIN,
 )
@@ -296,7 +300,7 @@ def manage(ctx: Ctx) -> Reply:
 @router.action(
     "aok",
     command="apply",
-    args="[CODE]",
+    params=(Word("code", N_("CODE"), optional=True),),
     help=N_("Apply the change you are previewing (administrators)"),
     role=Role.ADMIN,
 )
@@ -315,7 +319,8 @@ def apply(ctx: Ctx) -> Reply:
         doc = ConsultationDocument.from_json(op["document"], op.get("source", "upload"))
         before = ctx.repos.consultations.by_slug(doc.slug)
         previous = before.updated_at if before is not None else None
-        row, created = ctx.services.consultations.import_document(doc)
+        result = ctx.services.consultations.import_document(doc)
+        row, created = result.row, result.created
         _bump(row, previous)
         ctx.repos.session.flush()
         info = ctx.services.consultations.info(row)

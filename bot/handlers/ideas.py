@@ -22,13 +22,21 @@ from bot.messages import (
     b,
     i,
 )
-from bot.router import Ctx, Reply, Router, State
+from bot.params import Choice, Int, Page, Text
+from bot.router import Chats, Ctx, Reply, Router, State
 from bot.services import published_contribution
 from storage.repositories import ContributionRow
 
 router = Router("ideas")
 
 ORDERS = {"top": N_("most supported"), "new": N_("newest"), "discover": N_("discover")}
+# Typed orders, in the languages citizens write in.
+ORDER_SPELLINGS = {
+    "top": ("populaires", "soutenues", "plus soutenues", "meilleures", "popular"),
+    "new": ("nouvelles", "recentes", "nouveau", "newest", "recent"),
+    "discover": ("decouvrir", "decouverte", "explore"),
+}
+MAX_QUESTIONS = 1000
 SUPPORT_REACTIONS = {"👍", "👍️", "+1", "👍🏻", "👍🏼", "👍🏽", "👍🏾", "👍🏿", "❤️", "✅"}
 
 
@@ -67,15 +75,22 @@ def _idea_message(
 @router.action(
     "ideas",
     command="ideas",
-    args=N_("[question] [top|new|discover] [page]"),
+    params=(
+        Int("question", N_("QUESTION"), optional=True, high=MAX_QUESTIONS),
+        Choice("order", N_("top|new|discover"), ORDER_SPELLINGS, optional=True),
+        Page(N_("PAGE")),
+    ),
     help=N_("Browse the published ideas, support them and comment"),
 )
 def ideas(ctx: Ctx) -> Reply:
     info = ctx.consultation()
     content = info.content(ctx.locale)
-    if not ctx.args:
-        if len(info.question_ids) == 1:
-            return _page(ctx, info, 0, "discover", 1)
+    number = ctx.params.get("question")
+    order = ctx.params.get("order") or "discover"
+    page = ctx.params.get("page") or 1
+    if number is None and len(info.question_ids) == 1:
+        number = 1
+    if number is None:
         rt = RichText().h(_("Ideas")).p(_("Which question?"))
         rows = []
         for n, q in enumerate(content.questions, 1):
@@ -85,22 +100,27 @@ def ideas(ctx: Ctx) -> Reply:
                 (
                     Button(
                         _("Question {n} ({count})").format(n=n, count=count),
-                        pack("ideas", n, "discover", 1),
+                        pack("ideas", n, order, 1),
                     ),
                 )
             )
+        # Questions a re-import archived: their ideas stay listed (and counted in /stats).
+        for n, archived in enumerate(info.archived, len(info.question_ids) + 1):
+            count = ctx.repos.contributions.count_published(archived.id)
+            if count:
+                label = _("Archived question: {text}").format(text=archived.text(ctx.locale))
+                rt = rt.li(b(f"{n}. "), i(label), i(f" ({count})"))
+                label = "🗄 " + _("Question {n} ({count})").format(n=n, count=count)
+                rows.append((Button(label, pack("ideas", n, order, 1)),))
         return ctx.reply(rt, (*rows, (views.back_to_menu(),)))
-    number = int(ctx.args[0])
-    order = ctx.args[1] if len(ctx.args) > 1 else "discover"
-    page = int(ctx.args[2]) if len(ctx.args) > 2 else 1
-    if not 1 <= number <= len(info.question_ids) or order not in ORDERS or page < 1:
+    if not 1 <= number <= views.question_count(info):
         raise errors.UnknownQuestion()
     return _page(ctx, info, number - 1, order, page)
 
 
 def _page(ctx: Ctx, info: ConsultationInfo, index: int, order: str, page: int) -> Reply:
     assert ctx.citizen.id is not None
-    qid = info.question_ids[index]
+    qid, text, heading = views.question_at(info, index, ctx.locale)
     total = ctx.repos.contributions.count_published(qid)
     pages = max(1, -(-total // views.PAGE_SIZE))
     page = min(page, pages)
@@ -108,8 +128,7 @@ def _page(ctx: Ctx, info: ConsultationInfo, index: int, order: str, page: int) -
         qid, order, (page - 1) * views.PAGE_SIZE, views.PAGE_SIZE, ctx.citizen.id
     )
     ctx.repos.contributions.mark_seen(ctx.citizen.id, [r.id for r in rows], ctx.now)
-    question = info.content(ctx.locale).questions[index]
-    head = RichText().p(b(_("Question {n}").format(n=index + 1)), " — ", question.text)
+    head = RichText().p(b(heading), " — ", text)
     if not rows:
         head = head.p(i(_("No ideas yet for this question. Be the first!")))
         keyboard = ((Button("✍️ " + _("Participate"), pack("part")), views.back_to_menu()),)
@@ -175,7 +194,14 @@ def _contribution_info(ctx: Ctx, contribution_id: int) -> ConsultationInfo:
     return ctx.services.consultations.get(row.consultation_id)
 
 
-@router.action("sup", command="support", args=N_("NUMBER"), help=N_("Support an idea"))
+@router.action(
+    "sup",
+    command="support",
+    params=(Int("idea", N_("NUMBER")),),
+    phase="support",
+    consent=True,
+    help=N_("Support an idea"),
+)
 def support(ctx: Ctx) -> Reply:
     assert ctx.action is not None
     cid = ctx.action.arg_int(0)
@@ -185,7 +211,12 @@ def support(ctx: Ctx) -> Reply:
 
 
 @router.action(
-    "uns", command="unsupport", args=N_("NUMBER"), help=N_("Withdraw your support from an idea")
+    "uns",
+    command="unsupport",
+    params=(Int("idea", N_("NUMBER")),),
+    phase="support",
+    consent=True,
+    help=N_("Withdraw your support from an idea"),
 )
 def unsupport(ctx: Ctx) -> Reply:
     assert ctx.action is not None
@@ -198,8 +229,11 @@ def unsupport(ctx: Ctx) -> Reply:
 @router.action(
     "com",
     command="comment",
-    args=N_("NUMBER [text]"),
-    private_only=True,
+    params=(Int("idea", N_("NUMBER")), Text("text", N_("text"), optional=True)),
+    chats=Chats.PRIVATE,
+    phase="comment",
+    consent=True,
+    quota="comment",
     help=N_("Comment on an idea"),
 )
 def comment(ctx: Ctx) -> Reply:
@@ -239,7 +273,9 @@ def _post_comment(ctx: Ctx, info: ConsultationInfo, cid: int, text: str) -> Repl
     )
 
 
-@router.state(State.COMMENTING)
+@router.state(
+    State.COMMENTING, chats=Chats.PRIVATE, phase="comment", consent=True, quota="comment"
+)
 def commenting(ctx: Ctx) -> Reply:
     target = ctx.data("target")
     if not isinstance(target, int):
@@ -249,12 +285,15 @@ def commenting(ctx: Ctx) -> Reply:
 
 
 @router.action(
-    "coms", command="comments", args=N_("NUMBER [page]"), help=N_("Read the comments on an idea")
+    "coms",
+    command="comments",
+    params=(Int("idea", N_("NUMBER")), Page(N_("PAGE"))),
+    help=N_("Read the comments on an idea"),
 )
 def comments(ctx: Ctx) -> Reply:
     assert ctx.action is not None
-    cid = ctx.action.arg_int(0)
-    page = int(ctx.action.arg(1) or 1)
+    cid = ctx.params["idea"]
+    page = ctx.params.get("page") or 1
     info = _contribution_info(ctx, cid)
     row = published_contribution(ctx.repos, cid, info)
     total = ctx.repos.comments.count(cid)
@@ -285,36 +324,45 @@ def comments(ctx: Ctx) -> Reply:
 # --------------------------------------------------------------------------- reactions, replies
 
 
-@router.reaction
-def reaction(ctx: Ctx) -> Reply:
-    payload = ctx.event.payload
-    assert isinstance(payload, ReactionAdded)
-    if payload.key.strip() not in SUPPORT_REACTIONS:
-        return None
-    subject = ctx.repos.outbox.subject_of(
-        ctx.event.context.platform, payload.target.chat_id, payload.target.message_id
-    )
+def _card_subject(ctx: Ctx, chat_id: str, message_id: str) -> int | None:
+    """The idea a message of the bot shows (its card), if it shows one."""
+    subject = ctx.repos.outbox.subject_of(ctx.event.context.platform, chat_id, message_id)
     if subject is None or subject[0] != "contribution":
         return None
-    cid = subject[1]
+    return subject[1]
+
+
+def _reacted_idea(ctx: Ctx) -> dict[str, object] | None:
+    """A support reaction (👍…) on an idea's card, or its removal."""
+    payload = ctx.event.payload
+    if not isinstance(payload, ReactionAdded) or payload.key.strip() not in SUPPORT_REACTIONS:
+        return None
+    cid = _card_subject(ctx, payload.target.chat_id, payload.target.message_id)
+    return None if cid is None else {"idea": cid, "removed": payload.removed}
+
+
+def _replied_idea(ctx: Ctx) -> dict[str, object] | None:
+    """A text replying to an idea's card."""
+    payload = ctx.event.payload
+    if not isinstance(payload, TextMessage) or payload.reply_to is None:
+        return None
+    cid = _card_subject(ctx, payload.reply_to.chat_id, payload.reply_to.message_id)
+    return None if cid is None else {"idea": cid}
+
+
+@router.reaction(_reacted_idea, phase="support", consent=True)
+def reaction(ctx: Ctx) -> Reply:
+    cid = ctx.params["idea"]
     info = _contribution_info(ctx, cid)
-    if payload.removed:
+    if ctx.params["removed"]:
         ctx.services.supports.withdraw_support(info, cid, ctx.citizen)
         return _support_reply(ctx, info, cid, False)
     ctx.services.supports.support(info, cid, ctx.citizen)
     return _support_reply(ctx, info, cid, True)
 
 
-@router.intercept
+@router.text(_replied_idea, chats=Chats.PRIVATE, phase="comment", consent=True, quota="comment")
 def reply_comment(ctx: Ctx) -> Reply:
     """A (Matrix or Telegram) reply to an idea's message comments on that idea."""
-    payload = ctx.event.payload
-    if not isinstance(payload, TextMessage) or payload.reply_to is None:
-        return None
-    subject = ctx.repos.outbox.subject_of(
-        ctx.event.context.platform, payload.reply_to.chat_id, payload.reply_to.message_id
-    )
-    if subject is None or subject[0] != "contribution":
-        return None
-    info = _contribution_info(ctx, subject[1])
-    return _post_comment(ctx, info, subject[1], payload.text)
+    info = _contribution_info(ctx, ctx.params["idea"])
+    return _post_comment(ctx, info, ctx.params["idea"], ctx.text)

@@ -47,6 +47,8 @@ from bot.moderation import (
     parse_platform_id,
     reason_label,
 )
+from bot.params import MOD_SPELLINGS, ON_OFF, REPORT_SPELLINGS, Choice, Int, Text, Word
+from bot.params import Target as TargetParam
 from bot.router import Ctx, Reply, Role, Router
 from storage.models import Citizen, Consultation, Contribution, OutboxMessage
 from storage.models_moderation import Ban
@@ -307,7 +309,11 @@ def _reason_picker(
 @router.action(
     "rep",
     command="report",
-    args=N_("NUMBER [reason]"),
+    params=(
+        TargetParam("target", N_("NUMBER")),
+        Choice("reason", N_("reason"), REPORT_SPELLINGS, optional=True, rest=True),
+    ),
+    consent=True,
     help=N_("Report a contribution (12) or a comment (c7) to the moderators"),
 )
 def report(ctx: Ctx) -> Reply:
@@ -368,7 +374,7 @@ def report(ctx: Ctx) -> Reply:
 @router.action(
     "mok",
     command="approve",
-    args=N_("NUMBER [reason]"),
+    params=(TargetParam("target", N_("NUMBER")), Text("reason", N_("reason"), optional=True)),
     help=N_("Publish a contribution awaiting moderation, or dismiss the reports on it"),
     role=Role.MODERATOR,
 )
@@ -410,7 +416,7 @@ def _target_and_reason(
 @router.action(
     "mhide",
     command="hide",
-    args=N_("NUMBER REASON"),
+    params=(TargetParam("target", N_("NUMBER")), Text("reason", N_("REASON"), optional=True)),
     help=N_("Hide a contribution or comment, with a reason the author is told"),
     role=Role.MODERATOR,
 )
@@ -430,7 +436,7 @@ def hide(ctx: Ctx) -> Reply:
 @router.action(
     "mrest",
     command="restore",
-    args=N_("NUMBER REASON"),
+    params=(TargetParam("target", N_("NUMBER")), Text("reason", N_("REASON"), optional=True)),
     help=N_("Show a hidden contribution or comment again, with a reason"),
     role=Role.MODERATOR,
 )
@@ -456,7 +462,7 @@ def restore(ctx: Ctx) -> Reply:
 @router.action(
     "mban",
     command="ban",
-    args=N_("NUMBER REASON"),
+    params=(TargetParam("target", N_("NUMBER")), Text("reason", N_("REASON"), optional=True)),
     help=N_("Suspend the author of a contribution or comment from this consultation"),
     role=Role.MODERATOR,
 )
@@ -512,7 +518,7 @@ def ban(ctx: Ctx) -> Reply:
 @router.action(
     "munban",
     command="unban",
-    args=N_("PSEUDONYM [reason]"),
+    params=(Word("who", N_("PSEUDONYM")), Text("reason", N_("reason"), optional=True)),
     help=N_("Lift a suspension (see /bans)"),
     role=Role.MODERATOR,
 )
@@ -645,7 +651,11 @@ def _consultation_row(ctx: Ctx, slug: str | None) -> tuple[ConsultationInfo, Con
 
 @router.command(
     "mod",
-    args=N_("add|remove|list [platform:id] [consultation]"),
+    params=(
+        Choice("sub", N_("add|remove|list"), MOD_SPELLINGS, optional=True),
+        Word("who", N_("platform:id"), optional=True),
+        Word("consultation", N_("consultation"), optional=True),
+    ),
     help=N_("Grant, revoke or list the moderators of a consultation"),
     role=Role.ADMIN,
 )
@@ -696,7 +706,7 @@ def mod(ctx: Ctx) -> Reply:
 
 @router.command(
     "modchat",
-    args="[off]",
+    params=(Choice("off", N_("off"), {"off": ON_OFF["off"]}, optional=True),),
     help=N_("Make this chat the moderators' chat of the consultation (or stop: off)"),
     role=Role.MODERATOR,
 )
@@ -727,7 +737,9 @@ def modchat(ctx: Ctx) -> Reply:
     )
 
 
-@router.command("whoami", help=N_("Show your immutable id (to be made a moderator)"))
+@router.command(
+    "whoami", role_aware=True, help=N_("Show your immutable id (to be made a moderator)")
+)
 def whoami(ctx: Ctx) -> Reply:
     ev = ctx.event.context
     roles = {
@@ -747,7 +759,7 @@ def whoami(ctx: Ctx) -> Reply:
 
 @router.command(
     "audit",
-    args="[N]",
+    params=(Int("count", N_("N"), optional=True),),
     help=N_("The latest moderation and administration actions"),
     role=Role.MODERATOR,
 )

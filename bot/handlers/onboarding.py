@@ -8,6 +8,7 @@ from bot.handlers import privacy, scheduling, views
 from bot.i18n import N_, SUPPORTED, language_name, set_locale
 from bot.i18n import gettext as _
 from bot.messages import Button, OutboundMessage, RichText, b, i
+from bot.params import LANGUAGE_SPELLINGS, Choice, Page, Word
 from bot.router import Ctx, Reply, Role, Router, State
 
 router = Router("onboarding")
@@ -25,7 +26,7 @@ def _card(ctx: Ctx, *, edit: bool = False) -> OutboundMessage:
 
 @router.command(
     "start",
-    args=N_("[consultation]"),
+    params=(Word("consultation", N_("consultation"), optional=True),),
     help=N_("Open the consultation (its card, dates and status)"),
 )
 def start(ctx: Ctx) -> Reply:
@@ -47,7 +48,7 @@ def menu(ctx: Ctx) -> Reply:
 @router.action(
     "about",
     command="about",
-    args=N_("[page]"),
+    params=(Page(N_("PAGE")),),
     help=N_("Read the “About” rubric (extracts of the report)"),
 )
 def about(ctx: Ctx) -> Reply:
@@ -105,7 +106,7 @@ def stats(ctx: Ctx) -> Reply:
     return ctx.reply(views.statistics(info, figures, ctx.locale), ((views.back_to_menu(),),))
 
 
-@router.action("help", command="help", help=N_("List the commands you can use"))
+@router.action("help", command="help", role_aware=True, help=N_("List the commands you can use"))
 def help_(ctx: Ctx) -> Reply:
     rt = RichText().h(_("Help")).p(_("Every button has a typed command. Here is what you can do:"))
     for spec in ctx.dispatcher.visible_commands(ctx.role):
@@ -115,7 +116,12 @@ def help_(ctx: Ctx) -> Reply:
     return ctx.reply(rt, ((views.back_to_menu(),),))
 
 
-@router.action("lang", command="lang", args=N_("[fr|en]"), help=N_("Change the language"))
+@router.action(
+    "lang",
+    command="lang",
+    params=(Choice("lang", N_("fr|en"), LANGUAGE_SPELLINGS, optional=True),),
+    help=N_("Change the language"),
+)
 def lang(ctx: Ctx) -> Reply:
     if not ctx.args:
         buttons = tuple(

@@ -13,7 +13,8 @@ from bot.handlers import views
 from bot.i18n import N_
 from bot.i18n import gettext as _
 from bot.messages import Button, OutboundMessage, RichText, b, i
-from bot.router import Ctx, Reply, Router, State
+from bot.params import YES, Choice, Int
+from bot.router import Chats, Ctx, Reply, Router, State
 from bot.services import require
 
 router = Router("participation")
@@ -113,7 +114,9 @@ def _finished(ctx: Ctx, info: ConsultationInfo, lead: str | None = None) -> Outb
 @router.action(
     "part",
     command="participate",
-    private_only=True,
+    chats=Chats.PRIVATE,
+    phase="contribute",
+    consent=True,
     help=N_("Answer the consultation's questions (resumes where you left off)"),
 )
 def participate(ctx: Ctx) -> Reply:
@@ -133,7 +136,7 @@ def participate(ctx: Ctx) -> Reply:
     return _ask(ctx, info, index)
 
 
-@router.state(State.ANSWERING)
+@router.state(State.ANSWERING, chats=Chats.PRIVATE, phase="contribute", consent=True)
 def answering(ctx: Ctx) -> Reply:
     info = _open_info(ctx)
     index = ctx.data("q")
@@ -148,7 +151,9 @@ def answering(ctx: Ctx) -> Reply:
 @router.action(
     "ok",
     command="confirm",
-    private_only=True,
+    chats=Chats.PRIVATE,
+    phase="contribute",
+    consent=True,
     help=N_("Publish the contribution you are previewing"),
 )
 def confirm(ctx: Ctx) -> Reply:
@@ -174,7 +179,9 @@ def confirm(ctx: Ctx) -> Reply:
 @router.action(
     "redo",
     command="edit",
-    private_only=True,
+    chats=Chats.PRIVATE,
+    phase="contribute",
+    consent=True,
     help=N_("Rewrite the contribution you are previewing"),
 )
 def redo(ctx: Ctx) -> Reply:
@@ -188,7 +195,14 @@ def redo(ctx: Ctx) -> Reply:
     )
 
 
-@router.action("skip", command="skip", private_only=True, help=N_("Skip the current question"))
+@router.action(
+    "skip",
+    command="skip",
+    chats=Chats.PRIVATE,
+    phase="contribute",
+    consent=True,
+    help=N_("Skip the current question"),
+)
 def skip(ctx: Ctx) -> Reply:
     index = ctx.data("q")
     if ctx.state not in (State.ANSWERING, State.CONFIRMING) or not isinstance(index, int):
@@ -222,7 +236,7 @@ def cancel(ctx: Ctx) -> Reply:
 @router.action(
     "mine",
     command="mine",
-    private_only=True,
+    chats=Chats.PRIVATE,
     help=N_("List your contributions, to edit or withdraw them"),
 )
 def mine(ctx: Ctx) -> Reply:
@@ -257,8 +271,10 @@ def mine(ctx: Ctx) -> Reply:
 @router.action(
     "medit",
     command="editidea",
-    args=N_("NUMBER"),
-    private_only=True,
+    params=(Int("idea", N_("NUMBER")),),
+    chats=Chats.PRIVATE,
+    phase="contribute",
+    consent=True,
     help=N_("Rewrite one of your contributions"),
 )
 def edit_mine(ctx: Ctx) -> Reply:
@@ -278,7 +294,7 @@ def edit_mine(ctx: Ctx) -> Reply:
     )
 
 
-@router.state(State.EDITING)
+@router.state(State.EDITING, chats=Chats.PRIVATE, phase="contribute", consent=True)
 def editing(ctx: Ctx) -> Reply:
     info = _open_info(ctx)
     target = ctx.data("target")
@@ -295,14 +311,17 @@ def editing(ctx: Ctx) -> Reply:
 @router.action(
     "mdel",
     command="withdraw",
-    args=N_("NUMBER"),
-    private_only=True,
-    help=N_("Withdraw one of your contributions"),
+    params=(Int("idea", N_("NUMBER")), Choice("confirm", N_("yes"), YES, optional=True)),
+    chats=Chats.PRIVATE,
+    phase="contribute",
+    consent=True,
+    help=N_("Withdraw one of your contributions (/withdraw 3 yes: without asking again)"),
 )
 def withdraw_ask(ctx: Ctx) -> Reply:
+    if ctx.params.get("confirm") == "yes":
+        return withdraw_confirmed(ctx)
     info = _open_info(ctx)
-    assert ctx.action is not None
-    row = ctx.services.participation.own(info, ctx.action.arg_int(0), ctx.citizen)
+    row = ctx.services.participation.own(info, ctx.params["idea"], ctx.citizen)
     return ctx.reply(
         RichText()
         .p(
@@ -320,13 +339,16 @@ def withdraw_ask(ctx: Ctx) -> Reply:
     )
 
 
-@router.action("mdelok")
+@router.action(
+    "mdelok",
+    params=(Int("idea", N_("NUMBER")),),
+    chats=Chats.PRIVATE,
+    phase="contribute",
+    consent=True,
+)
 def withdraw_confirmed(ctx: Ctx) -> Reply:
     info = _open_info(ctx)
-    assert ctx.action is not None
-    row = ctx.services.participation.withdraw_contribution(
-        info, ctx.action.arg_int(0), ctx.citizen
-    )
+    row = ctx.services.participation.withdraw_contribution(info, ctx.params["idea"], ctx.citizen)
     return ctx.reply(
         RichText().p(_("Your contribution #{id} is withdrawn.").format(id=row.id)),
         ((Button("🗂 " + _("My contributions"), pack("mine")), views.back_to_menu()),),

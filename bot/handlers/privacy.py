@@ -12,8 +12,9 @@ from bot.handlers import views
 from bot.i18n import N_, fmt_datetime
 from bot.i18n import gettext as _
 from bot.messages import ActionPressed, Attachment, Button, OutboundMessage, RichText, b, i
+from bot.params import YES, Choice, Word
 from bot.privacy import NOTICE_VERSION, PrivacyService
-from bot.router import Ctx, Dispatcher, Reply, Router
+from bot.router import Chats, Ctx, Dispatcher, Reply, Router
 
 router = Router("privacy")
 
@@ -120,6 +121,7 @@ def privacy(ctx: Ctx) -> Reply:
 @router.action(
     "pvok",
     command="accept",
+    params=(Word("version", N_("VERSION"), optional=True),),
     help=N_("Accept the privacy notice, to take part"),
 )
 def accept(ctx: Ctx) -> Reply:
@@ -145,7 +147,7 @@ def accept(ctx: Ctx) -> Reply:
 @router.command(
     "mydata",
     help=N_("Receive a file with everything stored about you"),
-    private_only=True,
+    chats=Chats.PRIVATE,
 )
 def mydata(ctx: Ctx) -> Reply:
     data = service(ctx).my_data(ctx.citizen)
@@ -163,9 +165,9 @@ def mydata(ctx: Ctx) -> Reply:
 @router.action(
     "fgt",
     command="forget",
-    args="[yes]",
+    params=(Choice("confirm", N_("yes"), YES, optional=True),),
     help=N_("Erase your personal data"),
-    private_only=True,
+    chats=Chats.PRIVATE,
 )
 def forget(ctx: Ctx) -> Reply:
     assert ctx.action is not None

@@ -22,7 +22,8 @@ from bot.handlers import views
 from bot.i18n import N_, SUPPORTED, fmt_datetime, fmt_number
 from bot.i18n import gettext as _
 from bot.messages import Button, OutboundMessage, RichText, b, code, i
-from bot.router import Ctx, Reply, Role, Router
+from bot.params import CONFIRM, LANGUAGE_SPELLINGS, ON_OFF, Choice, Text, Word
+from bot.router import Chats, Ctx, Reply, Role, Router
 from bot.schedule import (
     EmptyAnnouncement,
     Kind,
@@ -97,9 +98,9 @@ def subscription_offer(ctx: Ctx, info: ConsultationInfo) -> list[OutboundMessage
 @router.action(
     "news",
     command="reminders",
-    args="[on|off]",
+    params=(Choice("choice", N_("on|off"), ON_OFF, optional=True),),
     help=N_("Receive the consultation's news and reminders (on) or not (off)"),
-    private_only=True,
+    chats=Chats.PRIVATE,
 )
 def reminders(ctx: Ctx) -> Reply:
     info = ctx.consultation()
@@ -128,7 +129,7 @@ def reminders(ctx: Ctx) -> Reply:
 
 
 @router.command(
-    "stop", help=N_("Stop every news message and reminder from this bot"), private_only=True
+    "stop", help=N_("Stop every news message and reminder from this bot"), chats=Chats.PRIVATE
 )
 def stop(ctx: Ctx) -> Reply:
     assert ctx.citizen.id is not None
@@ -232,7 +233,7 @@ def parse_announcement(text: str, default: str) -> dict[str, str]:
 
 @router.command(
     "announce",
-    args=N_("[at DATE TIME] TEXT"),
+    params=(Text("text", N_("[at DATE TIME] TEXT")),),
     help=N_("Send an announcement to subscribers and announcement channels, now or later"),
     role=Role.MODERATOR,
 )
@@ -280,7 +281,7 @@ def announce(ctx: Ctx) -> Reply:
 
 @router.command(
     "extend",
-    args=N_("DATE [TIME]"),
+    params=(Word("date", N_("DATE")), Word("time", N_("TIME"), optional=True)),
     help=N_("Move the closing date of the open consultation later"),
     role=Role.MODERATOR,
 )
@@ -307,7 +308,7 @@ def extend(ctx: Ctx) -> Reply:
 @router.action(
     "cls",
     command="close",
-    args="[confirm]",
+    params=(Choice("confirm", N_("confirm"), CONFIRM, optional=True),),
     help=N_("Close the consultation now and publish its results"),
     role=Role.MODERATOR,
 )
@@ -380,7 +381,7 @@ def remind(ctx: Ctx) -> Reply:
 
 @router.command(
     "announce_here",
-    args="[fr|en]",
+    params=(Choice("lang", N_("fr|en"), LANGUAGE_SPELLINGS, optional=True),),
     help=N_("Make this group or room an announcement channel of the consultation"),
     role=Role.MODERATOR,
 )
