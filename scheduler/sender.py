@@ -3,9 +3,11 @@
 One message is in flight at a time (so a crash leaves at most that one in doubt). The pace is
 a strict token bucket overall (burst of a fifth of a second at most, so any one-second window
 stays under the platform's limit) plus spacing per chat (private chats) and per group; while
-one chat waits for its spacing, the lane sends to others. A ``RetryAfter`` (Telegram 429,
-Matrix ``M_LIMIT_EXCEEDED``) pauses this lane only: interactive replies have their own sender
-(``bot.delivery.OutboxSender``) and keep flowing.
+one chat waits for its spacing, the lane sends to others. Each send also takes a slot of the
+bot account's one pace (``bot.delivery``: ``Runtime.delivery.pacer``), shared with the
+interactive replies (which get slots first) and, on PostgreSQL, with every worker: replies and
+broadcasts together never exceed the account's rate. A ``RetryAfter`` (Telegram 429, Matrix
+``M_LIMIT_EXCEEDED``) pauses this lane only: interactive replies keep flowing.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from bot.channels import (
     TemporaryFailure,
     Unreachable,
 )
-from bot.delivery import TokenBucket
+from bot.delivery import BROADCAST, TokenBucket
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,8 @@ class BroadcastSender:
         burst = min(5.0, max(1.0, self.pace.per_second * 0.2))
         self.overall = TokenBucket(self.pace.per_second, burst)
         self.overall.tokens = 1.0  # start gently: no burst after a restart
+        # The account's pace, shared with the replies (the channel's sender sets its rate).
+        self.account = runtime.delivery.pacer(self.platform, self.pace.per_second)
         self.group_interval = (
             60.0 / self.pace.per_group_per_minute if self.pace.per_group_per_minute else 0.0
         )
@@ -102,8 +106,9 @@ class BroadcastSender:
             delay = self.overall.delay(self.monotonic())
             if delay <= 0:
                 self.overall.take()
-                return
+                break
             await self.sleep(delay)
+        await self.account.acquire(BROADCAST)
 
     async def _pause(self, seconds: float) -> bool:
         """Wait (a throttle can ask for minutes); True if the lane is stopping meanwhile."""

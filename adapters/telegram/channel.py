@@ -17,12 +17,13 @@
 - Outcomes: 429 → ``RetryAfter``; 403 (blocked, kicked, deactivated) and "chat not found" →
   ``Unreachable``; 5xx, timeouts, network errors → ``TemporaryFailure``; any other 400 →
   ``PermanentFailure``. A group upgraded to a supergroup is followed to its new id once.
-- Groups get their own spacing (20 messages a minute): Telegram counts them per group.
+- Pacing is the delivery runtime's (``bot.delivery``): the account's pace, per-chat and
+  per-group spacing (``is_group_chat`` tells groups apart); each extra part of a split message
+  waits for one more slot of the account's pace (``pace_extra_part``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 import os
@@ -56,7 +57,7 @@ from bot.channels import (
     TemporaryFailure,
     Unreachable,
 )
-from bot.delivery import TokenBucket
+from bot.delivery import pace_extra_part
 from bot.messages import Block, Keyboard, OutboundMessage, RichText, Span, render_html
 from bot.router import Capabilities
 
@@ -235,22 +236,6 @@ def outcome(exc: tg_error.TelegramError) -> ChannelError:
     return PermanentFailure(exc.message)
 
 
-class _GroupSpacing:
-    """Telegram allows about 20 messages a minute in one group: space them."""
-
-    def __init__(self, per_minute: float) -> None:
-        self.rate = max(per_minute, 0.001) / 60.0
-        self.buckets: dict[str, TokenBucket] = {}
-
-    async def wait(self, chat_id: str) -> None:
-        bucket = self.buckets.get(chat_id)
-        if bucket is None:
-            bucket = self.buckets[chat_id] = TokenBucket(self.rate, 3.0)
-        while (delay := bucket.delay()) > 0:
-            await asyncio.sleep(delay)
-        bucket.take()
-
-
 def is_group(chat_id: str) -> bool:
     return chat_id.startswith("-")
 
@@ -271,7 +256,11 @@ class TelegramChannel:
         # Parts of a split message already delivered, by outbox key: a retry after a failure
         # resumes with the part that failed instead of repeating what the citizen has.
         self._parts_sent: OrderedDict[str, int] = OrderedDict()
-        self._groups = _GroupSpacing(self.pace.per_group_per_minute)
+
+    @staticmethod
+    def is_group_chat(chat_id: str) -> bool:
+        """Groups, supergroups and channels have negative ids (spaced 20 a minute)."""
+        return is_group(chat_id)
 
     def set_username(self, username: str | None) -> None:
         self.capabilities = capabilities(username)
@@ -300,7 +289,10 @@ class TelegramChannel:
     ) -> Message | None:
         """Send the parts of a message in order, remembering how many went out."""
         last: Message | None = None
-        for index in range(self._parts_sent.get(key, 0), len(parts)):
+        first = self._parts_sent.get(key, 0)
+        for index in range(first, len(parts)):
+            if index > first:
+                await pace_extra_part()
             last = await send_one(index, parts[index])
             self._parts_sent[key] = index + 1
             self._parts_sent.move_to_end(key)
@@ -318,8 +310,6 @@ class TelegramChannel:
                 message = replace(message, text=RichText().p(message.notice))
             else:
                 return Sent(None)
-        if is_group(message.chat_id):
-            await self._groups.wait(message.chat_id)
         if message.attachment is not None:
             return await self._send_attachment(message, key)
         parts = split_text(message.text)
