@@ -27,21 +27,27 @@ class App:
     def import_consultation(self, source: Path | ConsultationDocument) -> tuple[str, bool]:
         doc = load_consultation_file(source) if isinstance(source, Path) else source
         with self.db.session() as session:
-            row, created = Services(
+            result = Services(
                 Repos(self.db, session), self.clock()
             ).consultations.import_document(doc)
-            return row.slug, created
+            return result.slug, result.created
 
     def close(self) -> None:
         self.db.dispose()
 
 
 def build_app(
-    settings: Settings | None = None, *, clock: Clock = utcnow, migrate: bool = True
+    settings: Settings | None = None,
+    *,
+    clock: Clock = utcnow,
+    migrate: bool = True,
+    read_only: bool = False,
 ) -> App:
     settings = settings or Settings()
-    db = Database(settings.database_url, synchronous=settings.sqlite_synchronous)
-    if migrate:
+    db = Database(
+        settings.database_url, synchronous=settings.sqlite_synchronous, read_only=read_only
+    )
+    if migrate and not read_only:
         db.upgrade()
     dispatcher = build_dispatcher(admins=settings.admins, settings=settings)
     engine = Engine(db, dispatcher, clock=clock)

@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from bot.app import App, build_app
+from bot.cli_base import DEBUG_KEY, CliError, ParlonsGroup, open_app
 from bot.cli_moderation import export as export_command
 from bot.cli_moderation import privacy_app
 from bot.cli_scheduler import broadcast_app, schedule_app
 from bot.cli_telegram import app as telegram_app
-from bot.consultation_file import ConsultationFileError
+from bot.consultation_file import (
+    ConsultationDocument,
+    ConsultationFileError,
+    load_consultation_file,
+)
 from bot.errors import DomainError
+from bot.logs import configure_logging
 from bot.services import Services
 from bot.settings import Settings
+from storage.db import Database
 from storage.repositories import Repos
 
 app = typer.Typer(
+    cls=ParlonsGroup,
     help="Parlons: civic consultations in the messengers citizens already use.",
     no_args_is_help=True,
+    pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 consultation_app = typer.Typer(help="Consultations (YAML files).", no_args_is_help=True)
@@ -39,45 +46,87 @@ app.add_typer(privacy_app, name="privacy")
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "consultations" / "ville-intelligente.yaml"
-# The demo runs inside the seed consultation's period: 12 days before it closed.
-DEMO_NOW = "2019-08-19T10:00:00+02:00"
+# Without --now, the demo starts now if the consultation is open, else this long before it
+# closes (at 10:00 local time), or halfway through a shorter consultation.
+DEMO_BEFORE_CLOSING = timedelta(days=12)
 
 
-def _app(settings: Settings | None = None, **kw: object) -> App:
-    settings = settings or Settings()
-    logging.basicConfig(
-        level=settings.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return build_app(settings, **kw)  # type: ignore[arg-type]
+@app.callback()
+def main(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of an error.")
+    ] = False,
+) -> None:
+    """Parlons: civic consultations in the messengers citizens already use."""
+    ctx.meta[DEBUG_KEY] = debug
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
-    """Apply the migrations to the configured database (PARLONS_DATABASE_URL)."""
-    _app().close()
-    typer.echo("database is up to date")
+def db_upgrade(
+    revision: Annotated[
+        str, typer.Argument(help="The revision to go to (default: the latest).")
+    ] = "head",
+) -> None:
+    """Create or migrate the configured database (PARLONS_DATABASE_URL). The only command that
+    creates a SQLite database (and its directory) that does not exist yet."""
+    settings = Settings()
+    configure_logging(settings)
+    db = Database(settings.database_url, synchronous=settings.sqlite_synchronous)
+    try:
+        db.upgrade(revision)
+    finally:
+        db.dispose()
+    typer.echo("database is up to date" if revision == "head" else f"database at {revision}")
 
 
 @consultation_app.command("import")
-def consultation_import(file: Path) -> None:
-    """Validate a consultation file and create or update the consultation."""
-    application = _app()
+def consultation_import(
+    file: Path,
+    archive_missing: Annotated[
+        bool,
+        typer.Option(
+            help="Archive the questions the file leaves out (their contributions stay "
+            "visible, marked as archived) instead of refusing the file."
+        ),
+    ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(help="Let the file replace a different consultation that has the same slug."),
+    ] = False,
+) -> None:
+    """Validate a consultation file and create or update the consultation. A file that leaves
+    out questions, or that is a different consultation with an existing slug, is refused."""
     try:
-        slug, created = application.import_consultation(file)
+        doc = load_consultation_file(file)
     except ConsultationFileError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
+    application = open_app("write")
+    try:
+        with application.db.session() as session:
+            services = Services(Repos(application.db, session), application.clock())
+            result = services.consultations.import_document(
+                doc, archive_missing=archive_missing, replace=replace
+            )
+    except DomainError as exc:  # a refused import: the reason, translated
+        raise CliError(str(exc)) from None
     finally:
         application.close()
-    typer.echo(f"{'created' if created else 'updated'} consultation {slug}")
+    typer.echo(f"{result.outcome} consultation {result.slug}")
+    for question in result.archived:
+        if question.contributions:
+            typer.echo(
+                f"archived question {question.key} ({question.contributions} contributions kept)"
+            )
+        else:
+            typer.echo(f"removed question {question.key} (it had no contributions)")
 
 
 @consultation_app.command("list")
 def consultation_list() -> None:
     """List the consultations with their phase."""
-    application = _app()
+    application = open_app("read")
     now = application.clock()
     with application.db.session() as session:
         repos = Repos(application.db, session)
@@ -94,7 +143,7 @@ def consultation_list() -> None:
 @consultation_app.command("show")
 def consultation_show(slug: str) -> None:
     """Show a consultation: schedule, questions and statistics."""
-    application = _app()
+    application = open_app("read")
     now = application.clock()
     try:
         with application.db.session() as session:
@@ -111,6 +160,8 @@ def consultation_show(slug: str) -> None:
     typer.echo(f"opens  {info.opens_at.isoformat()}\ncloses {info.closes_at.isoformat()}")
     for n, q in enumerate(doc.questions, 1):
         typer.echo(f"Q{n} [{q.key}] {q.text}")
+    for archived in info.archived:
+        typer.echo(f"archived [{archived.key}] {archived.text(doc.language)}")
     typer.echo(
         f"about pages: {len(doc.about)} · testimonials: {len(doc.testimonials)} · "
         f"languages: {', '.join(doc.languages)}"
@@ -130,7 +181,13 @@ def run(
 
     from bot.serve import serve
 
-    application = _app()
+    settings = Settings()
+    if settings.telegram_token is None and not settings.matrix_homeserver:
+        raise CliError(
+            "no channel configured: set PARLONS_TELEGRAM_TOKEN (Telegram) or "
+            "PARLONS_MATRIX_HOMESERVER and its PARLONS_MATRIX_* settings (Matrix)"
+        )
+    application = open_app("write", settings=settings)
     try:
         asyncio.run(serve(application, with_scheduler=not no_scheduler))
     finally:
@@ -152,12 +209,30 @@ def demo(
     reset: Annotated[bool, typer.Option(help="Start from an empty database.")] = False,
     user: Annotated[str, typer.Option("--as", help="The first citizen's name.")] = "alice",
     lang: Annotated[str, typer.Option(help="The first citizen's language (fr|en).")] = "fr",
-    now: Annotated[str, typer.Option(help="The demo's starting instant (ISO 8601).")] = DEMO_NOW,
+    now: Annotated[
+        str | None,
+        typer.Option(
+            help="The demo's starting instant (ISO 8601; default: a moment when the "
+            "consultation is open)."
+        ),
+    ] = None,
     consultation: Annotated[Path, typer.Option(help="Consultation file.")] = SEED,
 ) -> None:
     """Run the seed consultation in a console chat, on SQLite."""
     from adapters.console.channel import ConsoleChannel
 
+    try:
+        doc = load_consultation_file(consultation)
+    except ConsultationFileError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    start = demo_start(doc, now, datetime.now(UTC))
+    typer.echo(
+        f"The demo's clock starts at {start.isoformat(timespec='minutes')}: “{doc.slug}” "
+        f"is open from {doc.opens_at_utc.astimezone(start.tzinfo):%Y-%m-%d %H:%M} "
+        f"to {doc.closes_at_utc.astimezone(start.tzinfo):%Y-%m-%d %H:%M} ({doc.timezone}).",
+        err=True,
+    )
     tmp = None
     if database is None:
         if script is not None:
@@ -167,19 +242,21 @@ def demo(
             database = ROOT / "var" / "demo.sqlite3"
     if reset and database.exists():
         database.unlink()
-    start = datetime.fromisoformat(now)
     origin = time.monotonic()
 
     def clock() -> datetime:
         return start + timedelta(seconds=time.monotonic() - origin)
 
     settings = Settings(database_url=f"sqlite:///{database}", log_level="WARNING")
-    application = _app(settings, clock=clock)
+    application = open_app("create", settings=settings, clock=clock)
     try:
-        application.import_consultation(consultation)
-    except ConsultationFileError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+        with application.db.session() as session:
+            Services(Repos(application.db, session), clock()).consultations.import_document(
+                doc, archive_missing=True
+            )
+    except BaseException:
+        application.close()
+        raise
     channel = ConsoleChannel(application.engine, sys.stdout, user=user, language=lang)
     try:
         if script is not None:
@@ -190,6 +267,27 @@ def demo(
         application.close()
         if tmp is not None:
             tmp.cleanup()
+
+
+def demo_start(doc: ConsultationDocument, given: str | None, now: datetime) -> datetime:
+    """The demo's first instant: ``given`` (ISO 8601), else ``now`` if the consultation is open
+    then, else 12 days before it closes at 10:00 local time (or halfway through a shorter
+    consultation), in the consultation's time zone."""
+    zone = doc.zone
+    if given is not None:
+        try:
+            start = datetime.fromisoformat(given)
+        except ValueError:
+            raise CliError(f"--now {given!r}: not an ISO 8601 date-time") from None
+        return start if start.tzinfo else start.replace(tzinfo=zone)
+    opens, closes = doc.opens_at_utc, doc.closes_at_utc
+    if opens <= now < closes:
+        return now.astimezone(zone)
+    local = (closes - DEMO_BEFORE_CLOSING).astimezone(zone)
+    candidate = local.replace(hour=10, minute=0, second=0, microsecond=0)
+    if not opens <= candidate < closes:
+        candidate = (opens + (closes - opens) / 2).astimezone(zone)
+    return candidate
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,18 +8,18 @@ from typing import Annotated
 
 import typer
 
-from bot.app import App, build_app
+from bot.app import App
+from bot.cli_base import Mode, open_app
 from bot.exports import build_export
 from bot.privacy import PrivacyService, erasure_log_path, read_erasure_log
 from bot.services import Services
-from bot.settings import Settings
 from storage.repositories import Repos
 
 privacy_app = typer.Typer(help="Citizens' rights: erasures and retention.", no_args_is_help=True)
 
 
-def _app() -> App:
-    return build_app(Settings())
+def _app(mode: Mode = "write") -> App:
+    return open_app(mode)
 
 
 def export(
@@ -30,7 +30,7 @@ def export(
 ) -> None:
     """Write SLUG-contributions.csv, SLUG-comments.csv, SLUG-statistics.csv and SLUG.json
     (format: docs/open-data-format.md). Who supported what is never exported."""
-    application = _app()
+    application = _app("read")
     try:
         with application.db.session() as session:
             services = Services(Repos(application.db, session), application.clock())

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from bot.app import App, build_app
+from bot.app import App
 from bot.broadcasts import broadcast_progress, progress_bar
+from bot.cli_base import Mode, open_app
 from bot.schedule import Lifecycle, SchedulerConfig, ScheduleRunner
-from bot.settings import Settings
 from storage.repositories import Repos
 
 broadcast_app = typer.Typer(
@@ -19,8 +19,8 @@ broadcast_app = typer.Typer(
 schedule_app = typer.Typer(help="The consultations' schedule.", no_args_is_help=True)
 
 
-def _app() -> App:
-    return build_app(Settings())
+def _app(mode: Mode = "write") -> App:
+    return open_app(mode)
 
 
 @broadcast_app.command("status")
@@ -29,7 +29,7 @@ def broadcast_status(
     slug: Annotated[str | None, typer.Option(help="Only this consultation.")] = None,
 ) -> None:
     """Progress of the latest broadcasts, with a progress bar each."""
-    application = _app()
+    application = _app("read")
     try:
         with application.db.session() as session:
             repos = Repos(application.db, session)

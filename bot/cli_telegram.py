@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from bot.app import build_app
+from bot.cli_base import CliError, open_app
+from bot.logs import redact, secrets_of
 from bot.settings import Settings
 from storage.repositories import Repos
 
@@ -34,7 +35,7 @@ def link(
     from adapters.telegram.links import LinkError, deep_link, fetch_username
 
     settings = Settings()
-    application = build_app(settings)
+    application = open_app("read", settings=settings)
     try:
         with application.db.session() as session:
             known = Repos(application.db, session).consultations.by_slug(slug) is not None
@@ -55,8 +56,9 @@ def link(
                 )
             )
         except Exception as exc:
-            typer.echo(f"could not ask Telegram for the bot's username: {exc}", err=True)
-            raise typer.Exit(1) from None
+            # The client's message may quote the request URL, which holds the token.
+            detail = redact(" ".join(str(exc).split()), secrets_of(settings)) or type(exc).__name__
+            raise CliError(f"could not ask Telegram for the bot's username: {detail}") from None
     try:
         url = deep_link(username, slug, source)
     except LinkError as exc:

@@ -36,6 +36,20 @@ PERMISSIONS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class ArchivedQuestion:
+    """A question a re-imported file left out (``--archive-missing``): no new contributions,
+    its ideas stay listed and counted, marked archived."""
+
+    id: int
+    key: str
+    texts: tuple[tuple[str, str], ...]  # (language, text) from the last file that had it
+
+    def text(self, locale: str | None) -> str:
+        texts = dict(self.texts)
+        return texts.get(locale or "") or next(iter(texts.values()), self.key)
+
+
 @dataclass(frozen=True)
 class ConsultationInfo:
     """A consultation as the core sees it: its row's schedule plus its validated document."""
@@ -47,7 +61,8 @@ class ConsultationInfo:
     closes_at: datetime
     timezone: str
     document: ConsultationDocument
-    question_ids: tuple[int, ...]
+    question_ids: tuple[int, ...]  # the file's questions, in its order
+    archived: tuple[ArchivedQuestion, ...] = ()
 
     def phase(self, now: datetime) -> Phase:
         if self.status in (Phase.DRAFT, Phase.ARCHIVED, Phase.CLOSED):
@@ -70,6 +85,9 @@ class ConsultationInfo:
 
     def question_index(self, question_id: int) -> int:
         return self.question_ids.index(question_id)
+
+    def archived_question(self, question_id: int) -> ArchivedQuestion | None:
+        return next((q for q in self.archived if q.id == question_id), None)
 
 
 def consultation_days(opens_at: datetime, closes_at: datetime, now: datetime) -> int:

@@ -98,3 +98,20 @@ class StaleAction(DomainError):
     msgid = N_(
         "That button is from an old message and no longer works. Type /start to begin again."
     )
+
+
+class QuestionsWithContributionsLeftOut(DomainError):
+    msgid = N_(
+        "This file leaves out questions that already have contributions (their number in "
+        "brackets): {questions}. Keep them in the file, or archive them on purpose with "
+        "`parlons consultation import --archive-missing` (their contributions stay visible). "
+        "Nothing was changed."
+    )
+
+
+class SlugTaken(DomainError):
+    msgid = N_(
+        "The slug “{slug}” belongs to a different consultation (“{title}”). Give this file "
+        "another slug, or replace that consultation on purpose with `parlons consultation "
+        "import --replace`. Nothing was changed."
+    )

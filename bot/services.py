@@ -5,17 +5,26 @@ They work inside one unit of work (``Repos``); the caller commits. They never bu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from bot import errors
 from bot.consultation_file import ConsultationDocument
-from bot.domain import ConsultationInfo, Phase, Statistics, consultation_days
+from bot.domain import (
+    ArchivedQuestion,
+    ConsultationInfo,
+    Phase,
+    Statistics,
+    consultation_days,
+)
 from bot.i18n import fmt_date
 from bot.ingress import is_blank
 from bot.moderation import ensure_not_banned
-from storage.models import Citizen, Comment, Consultation, Contribution
+from storage.models import Citizen, Comment, Consultation, Contribution, Question
 from storage.repositories import ContributionRow, Repos
+
+_Parsed = tuple[ConsultationDocument, tuple[int, ...], tuple[ArchivedQuestion, ...]]
 
 
 class ConsultationCache:
@@ -24,20 +33,60 @@ class ConsultationCache:
 
     def __init__(self, size: int = 64) -> None:
         self.size = size
-        self._items: dict[tuple[int, int], tuple[ConsultationDocument, tuple[int, ...]]] = {}
+        self._items: dict[tuple[int, int], _Parsed] = {}
 
     def get(
-        self, row: Consultation, load_questions: Callable[[int], tuple[int, ...]]
-    ) -> tuple[ConsultationDocument, tuple[int, ...]]:
+        self, row: Consultation, load_questions: Callable[[int], Sequence[Question]]
+    ) -> _Parsed:
         assert row.id is not None
         key = (row.id, row.revision)
         found = self._items.get(key)
         if found is None:
             if len(self._items) >= self.size:
                 self._items.clear()
-            found = (ConsultationDocument.from_json(row.document), load_questions(row.id))
+            document = ConsultationDocument.from_json(row.document)
+            live, archived = _split_questions(document, load_questions(row.id))
+            found = (document, live, archived)
             self._items[key] = found
         return found
+
+
+def _split_questions(
+    document: ConsultationDocument, rows: Sequence[Question]
+) -> tuple[tuple[int, ...], tuple[ArchivedQuestion, ...]]:
+    """The file's questions' ids in its order, and the questions it no longer has."""
+    ids = {q.key: q.id for q in rows if q.id is not None}
+    live = tuple(ids[q.key] for q in document.questions if q.key in ids)
+    keys = {q.key for q in document.questions}
+    archived = tuple(
+        ArchivedQuestion(q.id, q.key, tuple((q.archived_texts or {}).items()))
+        for q in rows
+        if q.id is not None and q.key not in keys
+    )
+    return live, archived
+
+
+@dataclass(frozen=True)
+class DroppedQuestion:
+    key: str
+    contributions: int
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import did: ``outcome`` is created, updated, replaced or unchanged."""
+
+    row: Consultation
+    outcome: str
+    archived: tuple[DroppedQuestion, ...] = field(default=())
+
+    @property
+    def slug(self) -> str:
+        return self.row.slug
+
+    @property
+    def created(self) -> bool:
+        return self.outcome == "created"
 
 
 class Services:
@@ -81,19 +130,60 @@ class ConsultationService:
     def __init__(self, repos: Repos, now: datetime, cache: ConsultationCache) -> None:
         self.repos, self.now, self.cache = repos, now, cache
 
-    def import_document(self, doc: ConsultationDocument) -> tuple[Consultation, bool]:
-        """Create or update a consultation from its file. A date the file does not change keeps
-        what moderators did with it since (an extension of the closing date survives a
-        re-import of the same file; a new date in the file wins)."""
-        opens_at, closes_at = doc.opens_at_utc, doc.closes_at_utc
+    def check_import(
+        self, doc: ConsultationDocument, *, archive_missing: bool = False, replace: bool = False
+    ) -> tuple[str, tuple[DroppedQuestion, ...]]:
+        """What importing ``doc`` would do: (outcome, questions it would archive), or the
+        named refusal: a different consultation under an existing slug (unless ``replace``),
+        questions with contributions left out (unless ``archive_missing``)."""
         existing = self.repos.consultations.by_slug(doc.slug)
+        if existing is None or existing.id is None:
+            return "created", ()
+        if existing.document == doc.to_json():
+            return "unchanged", ()
+        before = ConsultationDocument.from_json(existing.document)
+        outcome = "updated"
+        if _different(before, doc):
+            if not replace:
+                raise errors.SlugTaken(slug=doc.slug, title=before.title)
+            outcome = "replaced"
+        keys = {q.key for q in doc.questions}
+        counts = self.repos.consultations.contribution_counts(existing.id)
+        dropped = tuple(
+            DroppedQuestion(q.key, counts.get(q.id or 0, 0))
+            for q in self.repos.consultations.questions(existing.id)
+            if q.key not in keys and q.archived_at is None
+        )
+        kept = [q for q in dropped if q.contributions]
+        if kept and not archive_missing:
+            raise errors.QuestionsWithContributionsLeftOut(
+                questions=", ".join(f"“{q.key}” ({q.contributions})" for q in kept)
+            )
+        return outcome, dropped
+
+    def import_document(
+        self, doc: ConsultationDocument, *, archive_missing: bool = False, replace: bool = False
+    ) -> ImportResult:
+        """Create or update a consultation from its file (refusals: ``check_import``). A date
+        the file does not change keeps what moderators did with it since (an extension of the
+        closing date survives a re-import of the same file; a new date in the file wins).
+        Questions the file leaves out are archived: their contributions stay listed."""
+        outcome, dropped = self.check_import(doc, archive_missing=archive_missing, replace=replace)
+        existing = self.repos.consultations.by_slug(doc.slug)
+        if outcome == "unchanged" and existing is not None:
+            return ImportResult(existing, outcome)
+        opens_at, closes_at = doc.opens_at_utc, doc.closes_at_utc
+        texts: dict[str, dict[str, str]] = {}
         if existing is not None:
             before = ConsultationDocument.from_json(existing.document)
             if before.opens_at_utc == opens_at:
                 opens_at = existing.opens_at
             if before.closes_at_utc == closes_at:
                 closes_at = existing.closes_at
-        return self.repos.consultations.upsert(
+            for lang in before.languages:
+                for q in before.localized(lang).questions:
+                    texts.setdefault(q.key, {})[lang] = q.text
+        row, _created = self.repos.consultations.upsert(
             slug=doc.slug,
             opens_at=opens_at,
             closes_at=closes_at,
@@ -101,13 +191,13 @@ class ConsultationService:
             document=doc.to_json(),
             question_keys=[q.key for q in doc.questions],
             now=self.now,
+            archived_texts=texts,
         )
+        return ImportResult(row, outcome, dropped)
 
     def info(self, row: Consultation) -> ConsultationInfo:
         assert row.id is not None
-        document, question_ids = self.cache.get(
-            row, lambda cid: tuple(q.id for q in self.repos.consultations.questions(cid) if q.id)
-        )
+        document, question_ids, archived = self.cache.get(row, self.repos.consultations.questions)
         return ConsultationInfo(
             id=row.id,
             slug=row.slug,
@@ -117,6 +207,7 @@ class ConsultationService:
             timezone=row.timezone,
             document=document,
             question_ids=question_ids,
+            archived=archived,
         )
 
     def get(self, consultation_id: int) -> ConsultationInfo:
@@ -173,6 +264,16 @@ class ConsultationService:
             visitors=c.visitors,
             comments=c.comments,
         )
+
+
+def _different(before: ConsultationDocument, after: ConsultationDocument) -> bool:
+    """Another consultation, not a new version of the same: no question in common, or a new
+    title and every common question reworded."""
+    old = {q.key: q.text for q in before.questions}
+    common = [q for q in after.questions if q.key in old]
+    if not common:
+        return True
+    return before.title != after.title and all(old[q.key] != q.text for q in common)
 
 
 class ParticipationService:

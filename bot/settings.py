@@ -3,16 +3,41 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import tomllib
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+
+class SettingsFileError(ValueError):
+    """The settings file cannot be read, is not TOML, or names a setting that does not exist."""
+
+
+class _StrictTomlSource(TomlConfigSettingsSource):
+    """``parlons.toml``, refusing keys that are not settings (a typo would silently keep the
+    default) and reporting syntax errors with the file's name."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        try:
+            super().__init__(settings_cls, toml_file=path)
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsFileError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise SettingsFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        fields = list(settings_cls.model_fields)
+        for key in self.toml_data:
+            if key not in fields:
+                close = difflib.get_close_matches(key, fields, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise SettingsFileError(f"{path}: unknown setting '{key}'{hint}")
 
 
 class Settings(BaseSettings):
@@ -27,7 +52,9 @@ class Settings(BaseSettings):
     # Administrators by immutable platform id: "telegram:123456", "matrix:@alice:example.org".
     admins: list[str] = Field(default_factory=list)
     default_locale: str = "fr"
-    log_level: str = "INFO"
+    log_level: str = Field(
+        default="INFO", pattern="^(?i:DEBUG|INFO|WARNING|ERROR|CRITICAL)$"
+    )
     sqlite_synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL)$")
 
     telegram_token: SecretStr | None = None
@@ -117,6 +144,20 @@ class Settings(BaseSettings):
     # 0: force every mark to disk (one fsync per message).
     broadcast_durable_interval: float = Field(default=0.05, ge=0)
 
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not sep or not scheme or not rest:
+            raise ValueError("not a database URL: expected sqlite:///PATH or postgresql://...")
+        backend = scheme.split("+", 1)[0].lower()
+        if backend not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(
+                f"unsupported database '{backend}': Parlons runs on SQLite (sqlite:///PATH) "
+                "or PostgreSQL (postgresql://USER@HOST/DB)"
+            )
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -126,8 +167,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = Path(os.environ.get("PARLONS_CONFIG_FILE", "parlons.toml"))
+        configured = os.environ.get("PARLONS_CONFIG_FILE")
+        path = Path(configured or "parlons.toml")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if path.exists():
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            sources.append(_StrictTomlSource(settings_cls, path))
+        elif configured:
+            raise SettingsFileError(f"{path}: no such file (PARLONS_CONFIG_FILE)")
         return tuple(sources)

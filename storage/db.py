@@ -7,11 +7,13 @@ The schema is always built by the Alembic migrations (never ``create_all``).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
@@ -41,21 +43,35 @@ def normalise_url(url: str) -> str:
 
 
 class Database:
-    def __init__(self, url: str, *, echo: bool = False, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, synchronous: str = "FULL", read_only: bool = False
+    ) -> None:
+        """``read_only``: nothing can be written (SQLite opened with ``mode=ro``, PostgreSQL
+        transactions read-only), for the commands that only read (``parlons consultation
+        list``...): they work on a read-only file and never migrate."""
         self.url = normalise_url(url)
+        self.read_only = read_only
         parsed = make_url(self.url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            path = parsed.database
+            if path and path != ":memory:" and not read_only:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            if read_only and path and path != ":memory:":
+                uri = f"file:{quote(str(Path(path).resolve()))}?mode=ro"
+                kwargs["creator"] = lambda: sqlite3.connect(
+                    uri, uri=True, check_same_thread=False, timeout=30
+                )
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+            if read_only:
+                kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
         self.engine: Engine = create_engine(self.url, **kwargs)
         self._insert_ignore: dict[tuple[type[SQLModel], tuple[str, ...]], Prepared] = {}
         if self.is_sqlite:
-            _configure_sqlite(self.engine, synchronous)
+            _configure_sqlite(self.engine, synchronous, read_only=read_only)
 
     # ------------------------------------------------------------------ schema
 
@@ -104,13 +120,14 @@ class Database:
         return prepared.scalar(session, values)
 
 
-def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+def _configure_sqlite(engine: Engine, synchronous: str, *, read_only: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let us issue BEGIN ourselves (pysqlite's implicit transactions are deferred).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        if not read_only:
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute(f"PRAGMA synchronous={synchronous}")
@@ -118,4 +135,4 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

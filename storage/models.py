@@ -56,6 +56,13 @@ class Question(SQLModel, table=True):
     consultation_id: int = Field(foreign_key="consultation.id", index=True)
     key: str = Field(max_length=64)
     position: int
+    # Set when a re-imported file left the question out (``consultation import
+    # --archive-missing``): its contributions stay listed, marked archived; the texts (language
+    # -> text) are those of the last file that had it. A file that has it again revives it.
+    archived_at: datetime | None = None
+    archived_texts: dict[str, str] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True)
+    )
 
 
 class Citizen(SQLModel, table=True):

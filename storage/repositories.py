@@ -90,9 +90,12 @@ class ConsultationRepo:
         document: dict[str, Any],
         question_keys: list[str],
         now: datetime,
+        archived_texts: dict[str, dict[str, str]] | None = None,
     ) -> tuple[Consultation, bool]:
         """Create or update by slug. Questions are matched by key: existing ones keep their id
-        (and their contributions); new keys are added. Returns (consultation, created)."""
+        (and their contributions); new keys are added; keys left out are archived (with their
+        texts from ``archived_texts``), keys back in the file revive. Returns (consultation,
+        created)."""
         row = self.by_slug(slug)
         created = row is None
         if row is None:
@@ -121,9 +124,24 @@ class ConsultationRepo:
         for position, key in enumerate(question_keys):
             q = existing.get(key) or Question(consultation_id=row.id, key=key, position=position)
             q.position = position
+            q.archived_at, q.archived_texts = None, None
             self.s.add(q)
+        for key, q in existing.items():
+            if key not in question_keys and q.archived_at is None:
+                q.archived_at = now
+                q.archived_texts = (archived_texts or {}).get(key)
+                self.s.add(q)
         self.s.flush()
         return row, created
+
+    def contribution_counts(self, consultation_id: int) -> dict[int, int]:
+        """Contributions per question id, whatever their status."""
+        rows = self.s.exec(
+            select(Contribution.question_id, func.count())
+            .where(Contribution.consultation_id == consultation_id)
+            .group_by(col(Contribution.question_id))
+        ).all()
+        return {int(question_id): int(n) for question_id, n in rows}
 
 
 # --------------------------------------------------------------------------- citizens

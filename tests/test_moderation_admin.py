@@ -84,12 +84,15 @@ def test_a_valid_file_is_shown_then_applied_after_confirmation(mapp):
     assert _documents(mapp)["budget-2020"][0]["title"] == "Budget 2020-2021"
     assert "Budget 2020-2021" in chat("bob", language="fr").send("/start budget-2020").text
     assert count(mapp, Contribution) == 1
-    # A file that drops a question is refused.
+    # A file that drops the question alice answered is refused, naming it and its count
+    # (issue 13: a question without contributions may go; see test_consultation_import.py).
     data = yaml.safe_load(SEED.read_text(encoding="utf-8"))
-    data.update(slug="budget-2020", questions=data["questions"][:1])
+    first = data["questions"][0]["key"]
+    data.update(slug="budget-2020", questions=data["questions"][1:])
     data.pop("translations", None)
     replies = admin.send_file("budget.yaml", yaml.safe_dump(data, allow_unicode=True).encode())
-    assert "cannot be removed" in replies.text
+    assert f"“{first}” (1)" in replies.text and "Nothing was changed" in replies.text
+    assert replies.actions() == []
     audit = [(e.action, e.target, e.details) for e in rows(mapp, AuditEntry)]
     assert audit == [
         ("import", "consultation:budget-2020", {"created": True}),

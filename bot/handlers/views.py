@@ -60,8 +60,25 @@ def card(info: ConsultationInfo, now: datetime, locale: str) -> RichText:
 
 
 def question_label(info: ConsultationInfo, question_id: int, locale: str) -> tuple[int, str]:
+    archived = info.archived_question(question_id)
+    if archived is not None:  # numbered after the file's questions, as in /ideas
+        return len(info.question_ids) + info.archived.index(archived) + 1, archived.text(locale)
     index = info.question_index(question_id)
     return index + 1, info.content(locale).questions[index].text
+
+
+def question_count(info: ConsultationInfo) -> int:
+    """The questions /ideas lists: the file's, then those archived by a re-import."""
+    return len(info.question_ids) + len(info.archived)
+
+
+def question_at(info: ConsultationInfo, index: int, locale: str) -> tuple[int, str, str]:
+    """(id, text, heading) of the index-th question /ideas lists."""
+    if index < len(info.question_ids):
+        text = info.content(locale).questions[index].text
+        return info.question_ids[index], text, _("Question {n}").format(n=index + 1)
+    archived = info.archived[index - len(info.question_ids)]
+    return archived.id, archived.text(locale), _("Archived question")
 
 
 def idea_text(
@@ -76,7 +93,10 @@ def idea_text(
     rt = RichText()
     if with_question:
         n, _q = question_label(info, row.question_id, locale)
-        rt = rt.p(i(_("Question {n}").format(n=n)))
+        if info.archived_question(row.question_id) is not None:
+            rt = rt.p(i(_("Archived question: {text}").format(text=_q)))
+        else:
+            rt = rt.p(i(_("Question {n}").format(n=n)))
     return rt.p(*header).paragraphs(row.text)
 
 
