@@ -187,7 +187,12 @@ def run(
             "no channel configured: set PARLONS_TELEGRAM_TOKEN (Telegram) or "
             "PARLONS_MATRIX_HOMESERVER and its PARLONS_MATRIX_* settings (Matrix)"
         )
-    application = open_app("write", settings=settings)
+    derived: list[str] = []
+    if settings.telegram_token is not None and settings.telegram_webhook_secret is None:
+        from adapters.telegram import webhook_secret_for  # the secret derived from the token
+
+        derived.append(webhook_secret_for(settings.telegram_token.get_secret_value()))
+    application = open_app("write", settings=settings, extra_secrets=derived)
     try:
         asyncio.run(serve(application, with_scheduler=not no_scheduler))
     finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,10 +94,16 @@ def check_schema(db: Database) -> None:
 
 
 def open_app(
-    mode: Mode = "write", *, settings: Settings | None = None, clock: Clock | None = None
+    mode: Mode = "write",
+    *,
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+    extra_secrets: Iterable[str] = (),
 ) -> App:
+    """The application for a command; logging configured first, with every secret of the
+    settings (and ``extra_secrets``, e.g. derived ones) redacted from every log line."""
     settings = settings or Settings()
-    configure_logging(settings)
+    configure_logging(settings, extra_secrets=extra_secrets)
     check_location(settings, mode)
     application = build_app(
         settings, clock=clock or utcnow, migrate=mode != "read", read_only=mode == "read"

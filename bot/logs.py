@@ -107,3 +107,12 @@ def configure_logging(
     redactor = RedactSecrets([*secrets_of(settings), *extra_secrets])
     install(redactor)
     return redactor
+
+
+def protect(*secrets: str | None) -> None:
+    """Add secrets learnt at run time (an access token from a login) to the redactor already
+    installed on the root logger's handlers (see ``configure_logging``)."""
+    for handler in logging.getLogger().handlers:
+        for found in handler.filters:
+            if isinstance(found, RedactSecrets):
+                found.add(*secrets)
