@@ -9,15 +9,19 @@
     python3 dev.py parlons ARGS...  run the `parlons` command inside the environment
 
 It creates `.venv`, installs uv into it, and installs the locked dependencies (uv.lock) with
-`uv sync --frozen`. The Matrix test homeserver lives in its own environment, `.venv-synapse`.
+`uv sync --frozen`. The Matrix test homeserver lives in its own environment, `.venv-synapse`,
+installed on first use by the Matrix tests themselves (tests/support/synapse.py calls
+`sync_synapse`), so `dev.py test -k ...` without a Matrix test never waits for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import venv
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -43,26 +47,50 @@ def sync() -> None:
     _run([BIN / "uv", "sync", "--frozen", "--inexact", "--quiet"], env=env)
 
 
-def sync_synapse() -> None:
-    """The test homeserver (AGPL, many dependencies) stays out of the project's environment."""
-    py = SYNAPSE_VENV / "bin" / "python"
-    marker = SYNAPSE_VENV / f".synapse-{SYNAPSE_VERSION}"
-    if marker.exists():
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created if needed) between processes: parallel test runs
+    that all need Synapse install it once (no lock where fcntl does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
         return
-    if not py.exists():
-        venv.EnvBuilder(with_pip=True).create(SYNAPSE_VENV)
-    _run(
-        [
-            py,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            f"matrix-synapse=={SYNAPSE_VERSION}",
-        ]
-    )
-    marker.touch()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sync_synapse(venv_dir: Path = SYNAPSE_VENV) -> Path:
+    """The test homeserver (AGPL, many dependencies) stays out of the project's environment.
+    Installs it into ``venv_dir`` unless already there; returns its interpreter."""
+    py = venv_dir / "bin" / "python"
+    marker = venv_dir / f".synapse-{SYNAPSE_VERSION}"
+    if marker.exists():
+        return py
+    with _locked(venv_dir.parent / f".{venv_dir.name}.lock"):
+        if marker.exists():  # installed by another run while we waited
+            return py
+        print(f"installing Synapse {SYNAPSE_VERSION} into {venv_dir} (once)...", file=sys.stderr)
+        if not py.exists():
+            venv.EnvBuilder(with_pip=True).create(venv_dir)
+        _run(
+            [
+                py,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                f"matrix-synapse=={SYNAPSE_VERSION}",
+            ]
+        )
+        marker.touch()
+    return py
 
 
 def main(argv: list[str]) -> int:
@@ -78,8 +106,9 @@ def main(argv: list[str]) -> int:
     if task == "parlons":
         return subprocess.call([BIN / "parlons", *args], cwd=ROOT)
     if task == "test":
-        sync_synapse()
-        env = dict(os.environ, PARLONS_SYNAPSE_PYTHON=str(SYNAPSE_VENV / "bin" / "python"))
+        # Synapse is installed by the first Matrix test that needs it, not here.
+        env = dict(os.environ)
+        env.setdefault("PARLONS_SYNAPSE_PYTHON", str(SYNAPSE_VENV / "bin" / "python"))
         return subprocess.call([BIN / "python", "-m", "pytest", *args], cwd=ROOT, env=env)
     if task == "i18n":
         pybabel = BIN / "pybabel"

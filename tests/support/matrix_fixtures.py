@@ -23,7 +23,12 @@ import nio
 import pytest
 from nio.store import SqliteMemoryStore
 
-from tests.support.synapse import MatrixAccount, SynapseServer, synapse_missing_reason
+from tests.support.synapse import (
+    MatrixAccount,
+    SynapseServer,
+    ensure_synapse,
+    synapse_missing_reason,
+)
 
 __all__ = [
     "AccountFactory",
@@ -53,6 +58,7 @@ class MatrixTimeout(AssertionError):
 @pytest.fixture(scope="session")
 def synapse() -> Iterator[SynapseServer]:
     """One homeserver for the whole session (relaxed rate limits; starts in ~1-3 s)."""
+    ensure_synapse()  # installed on first use
     reason = synapse_missing_reason()
     if reason:
         pytest.fail(reason, pytrace=False)
@@ -93,6 +99,7 @@ class AccountFactory:
 @pytest.fixture
 async def synapse_default_limits() -> AsyncIterator[SynapseServer]:
     """A second, private homeserver with Synapse's default rate limits (backoff tests)."""
+    ensure_synapse()  # installed on first use
     reason = synapse_missing_reason()
     if reason:
         pytest.fail(reason, pytrace=False)

@@ -1,9 +1,10 @@
 """A throwaway Synapse homeserver for tests (a real Matrix peer on 127.0.0.1).
 
-Synapse lives in its own virtual environment (``.venv-synapse``, created by
-``python3 -c "import dev; dev.sync_synapse()"``); its interpreter comes from the environment
+Synapse lives in its own virtual environment; its interpreter comes from the environment
 variable ``PARLONS_SYNAPSE_PYTHON`` (set by ``python3 dev.py test``), else from
-``<repo>/.venv-synapse/bin/python``.
+``<repo>/.venv-synapse/bin/python``. That environment is installed on first use
+(``ensure_synapse``, called by ``SynapseServer.start`` and the fixtures, runs
+``dev.sync_synapse`` under a file lock): a run that selects no Matrix test never installs it.
 
     with SynapseServer() as hs:                 # or: async with SynapseServer() as hs
         alice = hs.register("alice")            # or: await hs.aregister("alice")
@@ -22,6 +23,7 @@ import contextlib
 import ctypes
 import hashlib
 import hmac
+import importlib.util
 import json
 import os
 import secrets
@@ -118,6 +120,24 @@ _INSTALL_HINT = (
     'create it with `python3 -c "import dev; dev.sync_synapse()"` '
     f"(or run the suite with `python3 dev.py test`), or point {ENV_VAR} at it"
 )
+
+
+def _load_dev() -> Any:
+    """The repository's dev.py as a module (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("parlons_dev", REPO_ROOT / "dev.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ensure_synapse(python: Path | None = None) -> Path:
+    """The Synapse interpreter, installing Synapse into its environment (``<venv>/bin/python``)
+    the first time a test needs it."""
+    python = Path(python) if python else synapse_python()
+    if synapse_missing_reason(python) is not None and python.parent.name == "bin":
+        _load_dev().sync_synapse(python.parent.parent)
+    return python
 
 
 def synapse_missing_reason(python: Path | None = None) -> str | None:
@@ -368,6 +388,7 @@ class SynapseServer:
 
     def start(self) -> Self:
         """Start the homeserver and wait until it answers (blocking)."""
+        ensure_synapse(self.python)
         for attempt in range(3):
             self._spawn()
             try:
