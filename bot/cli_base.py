@@ -67,8 +67,9 @@ def check_location(settings: Settings, mode: Mode) -> None:
         raise CliError(f"{path} is not a database file")
 
 
-def check_schema(db: Database) -> None:
-    """Raise CliError unless the database's schema is exactly this version's (no migration)."""
+def check_schema(db: Database, *, outdated_ok: bool = False) -> None:
+    """Raise CliError unless the database's schema is exactly this version's (no migration);
+    with ``outdated_ok``, only for a revision this version does not know (a newer one)."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
@@ -77,6 +78,8 @@ def check_schema(db: Database) -> None:
     script = ScriptDirectory.from_config(db.alembic_config())
     heads = set(script.get_heads())
     if current == heads:
+        return
+    if not current and outdated_ok:
         return
     if not current:
         raise CliError(f"the database is not initialised: {UPGRADE_HINT}")
@@ -87,6 +90,8 @@ def check_schema(db: Database) -> None:
             f"the database is at revision {', '.join(unknown)}, unknown to this version of "
             "Parlons (was it upgraded by a newer version?)"
         )
+    if outdated_ok:
+        return
     raise CliError(
         f"the database is out of date (revision {', '.join(sorted(current))}; this version "
         f"needs {', '.join(sorted(heads))}): {UPGRADE_HINT}"
@@ -106,14 +111,15 @@ def open_app(
     configure_logging(settings, extra_secrets=extra_secrets)
     check_location(settings, mode)
     application = build_app(
-        settings, clock=clock or utcnow, migrate=mode != "read", read_only=mode == "read"
+        settings, clock=clock or utcnow, migrate=False, read_only=mode == "read"
     )
-    if mode == "read":
-        try:
-            check_schema(application.db)
-        except BaseException:
-            application.close()
-            raise
+    try:
+        check_schema(application.db, outdated_ok=mode != "read")
+        if mode != "read":
+            application.db.upgrade()
+    except BaseException:
+        application.close()
+        raise
     return application
 
 

@@ -166,7 +166,9 @@ def test_unknown_revisions(tmp_path, monkeypatch):
     with sqlite3.connect(target) as conn:
         conn.execute("update alembic_version set version_num = 'from_the_future'")
     one_error_line(invoke("consultation", "list"), "from_the_future", "unknown to this version")
-    one_error_line(invoke("consultation", "import", str(SEED)), "from_the_future")
+    one_error_line(
+        invoke("consultation", "import", str(SEED)), "from_the_future", "unknown to this version"
+    )
 
 
 def test_a_file_that_is_not_a_database(tmp_path, monkeypatch):
