@@ -218,6 +218,11 @@ class BroadcastService:
         read in a thread on a connection of their own, while this one reads the rest."""
         content = info.document.localized(info.document.language)
         questions = [QuestionInfo(n, q.key, q.text) for n, q in enumerate(content.questions, 1)]
+        # Questions a re-import archived keep their ranked ideas, after the file's.
+        questions += [
+            QuestionInfo(n, a.key, a.text(info.document.language))
+            for n, a in enumerate(info.archived, len(questions) + 1)
+        ]
         if info.phase(self.now) in (Phase.CLOSED, Phase.ARCHIVED):
             with ThreadPoolExecutor(1, thread_name_prefix="parlons-results") as pool:
                 apart = pool.submit(self.sched.participant_pseudonyms_apart, info.id)

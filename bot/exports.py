@@ -125,6 +125,7 @@ def build_export(services: Services, info: ConsultationInfo) -> OpenData:
         ).scalars()
     )
     texts = {q.key: q.text for q in doc.questions}
+    texts.update({a.key: a.text(doc.language) for a in info.archived})
     position = {q.id: (n, q.key) for n, q in enumerate(questions, 1)}
     supports = (
         select(func.count())

@@ -14,12 +14,14 @@ from typer.testing import CliRunner
 
 from bot import errors
 from bot.app import App
+from bot.broadcasts import BroadcastService
 from bot.cli import app as cli
 from bot.consultation_file import (
     MAX_NESTING_DEPTH,
     ConsultationFileError,
     parse_consultation_text,
 )
+from bot.exports import build_export
 from bot.services import Services
 from storage.models import Consultation
 from storage.repositories import Repos
@@ -159,6 +161,15 @@ def _check_archived_is_visible(application: App) -> None:
         services = Services(Repos(application.db, session), clock())
         info = services.consultations.by_slug("ville-intelligente")
         stats = services.consultations.statistics(info)
+        results = BroadcastService(services.repos, clock()).compute_results(info)
+        exported = build_export(services, info)
+    # The results and the open data keep the archived question's ideas, with its text.
+    assert {q.key: q.count for q in results.questions} == {"lieux": 1, "budget": 0, "reussites": 2}
+    reussites = [c for c in exported.contributions if c["question_key"] == "reussites"]
+    assert [c["question"] for c in reussites] == [3, 3]
+    assert {_plain(c["question_text"]) for c in reussites} == {
+        "Avez-vous des réussites locales à partager ?"
+    }
     # /stats and the lists agree: every contribution is listed under one question.
     assert stats.contributions == sum(counts) == 3
     # The archived question takes no new contribution.
