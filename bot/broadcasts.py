@@ -579,12 +579,6 @@ class BroadcastOutbox:
                     finished.append(b.id)
             return finished
 
-    # ------------------------------------------------------------------ progress
-
-    def progress(self, limit: int = 10, consultation_id: int | None = None) -> list[Progress]:
-        with self.db.session() as session:
-            return broadcast_progress(Repos(self.db, session), limit, consultation_id)
-
 
 def broadcast_progress(
     repos: Repos, limit: int = 10, consultation_id: int | None = None

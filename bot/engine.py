@@ -23,7 +23,7 @@ from bot.messages import ChatType, InboundEvent, OutboundMessage, RichText
 from bot.router import Capabilities, Dispatcher
 from storage.db import Database, utcnow
 from storage.models import InboxEvent
-from storage.repositories import Repos
+from storage.repositories import Repos, moderating_chats
 from storage.repositories_chats import ChatKindRepo
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,11 @@ class Engine:
     def channel_state(self, key: str) -> str | None:
         with self.db.session() as session:
             return Repos(self.db, session).channel_state.get(key)
+
+    def moderating_chats(self, platform: str) -> list[str]:
+        """Chats that get the moderators' commands menu (their private chats, /modchat)."""
+        with self.db.session() as session:
+            return moderating_chats(session, platform)
 
     def inbound_event(self, platform: str, event_id: str) -> InboundEvent | None:
         """An event already in the inbox (e.g. the reaction a Matrix redaction removes)."""

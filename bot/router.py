@@ -370,6 +370,9 @@ class Dispatcher:
         self.middlewares = [*middlewares, _gates, *gated, _domain_errors]
         # For features that need configuration in their handlers (moderation, privacy).
         self.settings = settings if settings is not None else Settings()
+        # What features remember between events of this dispatcher (hints that save a query,
+        # never a permission): per composition, never module-level.
+        self.memo: dict[str, object] = {}
 
     # ----- metadata for help and menus
 

@@ -625,6 +625,16 @@ class OutboxRepo:
         )
 
 
+def moderating_chats(session: Session, platform: str) -> list[str]:
+    """The chats of a platform that moderate something: moderators' own (private) chats, which
+    share their user id, and the moderators' chats registered with /modchat."""
+    from storage.models_moderation import Moderator, ModeratorChat
+
+    users = session.exec(select(Moderator.platform_user_id).where(Moderator.platform == platform))
+    chats = session.exec(select(ModeratorChat.chat_id).where(ModeratorChat.platform == platform))
+    return sorted({str(u) for u in users.all()} | {str(c) for c in chats.all()})
+
+
 class ChannelStateRepo:
     def __init__(self, session: Session) -> None:
         self.s = session

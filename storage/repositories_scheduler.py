@@ -502,19 +502,6 @@ class SchedulerRepo:
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
 
-    def start_part(self, delivery_id: int, part: int, now: datetime) -> bool:
-        """pending → sending, only if nobody else took it (the claim)."""
-        result = self.s.execute(
-            update(BroadcastDelivery)
-            .where(
-                col(BroadcastDelivery.id) == delivery_id,
-                col(BroadcastDelivery.status) == "pending",
-                col(BroadcastDelivery.parts_sent) == part,
-            )
-            .values(status="sending", attempts=col(BroadcastDelivery.attempts) + 1, updated_at=now)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
-
     def finish_part(self, delivery_id: int, part: int, last: bool, now: datetime) -> None:
         self.s.execute(
             update(BroadcastDelivery)

@@ -852,12 +852,7 @@ class _CountingChannel:
 
 def _moderates_something(app: App, user_id: str) -> bool:
     """Whether this Matrix user moderates at least one consultation (runs in the DB thread)."""
-    from bot.moderation import ModerationService
-    from storage.repositories import Repos
-
-    with app.db.session() as session:
-        service = ModerationService(Repos(app.db, session), app.clock(), app.settings)
-        return bool(service.moderated(PLATFORM, user_id))
+    return user_id in app.engine.moderating_chats(PLATFORM)
 
 
 def _login_error(response: nio.ErrorResponse) -> Exception:

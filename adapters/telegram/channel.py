@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import html
 import logging
-import os
 import re
 import warnings
 from collections import OrderedDict
@@ -62,10 +61,6 @@ from bot.messages import Block, Keyboard, OutboundMessage, RichText, Span, rende
 from bot.router import Capabilities
 
 log = logging.getLogger(__name__)
-
-# python-telegram-bot 22 warns on every RetryAfter unless durations are timedeltas (its next
-# major version's behaviour); we read both forms.
-os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
@@ -211,6 +206,9 @@ def inline_keyboard(keyboard: Keyboard) -> InlineKeyboardMarkup | None:
 
 
 def _retry_seconds(exc: tg_error.RetryAfter) -> float:
+    """``retry_after`` in seconds, whichever form python-telegram-bot 22 gives (it warns about
+    its next major version's timedelta unless asked process-wide; the warning is silenced
+    here, for this read only)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         value: Any = exc.retry_after

@@ -7,7 +7,7 @@
   (``BotCommandScopeChat``), which Telegram prefers over the general lists, and the moderators'
   list in the moderators' chats (``/modchat``). :func:`desired_menus` says which chat gets which
   menu (administrators from ``settings.admins``, moderators and moderators' chats from the
-  database); the service applies the differences at start and then every minute, remembering
+  engine); the service applies the differences at start and then every minute, remembering
   what it set in ``ChannelState`` so a moderator removed while the bot was down loses the menu
   too. :func:`set_chat_commands` does it for a list of chats and a role.
 """
@@ -18,7 +18,6 @@ import hashlib
 import logging
 from collections.abc import Iterable
 
-from sqlmodel import select
 from telegram import (
     Bot,
     BotCommand,
@@ -31,8 +30,6 @@ from telegram import (
 from bot.i18n import SUPPORTED, use_locale
 from bot.i18n import gettext as _
 from bot.router import CommandSpec, Dispatcher, Role
-from storage.db import Database
-from storage.models_moderation import Moderator, ModeratorChat
 
 log = logging.getLogger(__name__)
 
@@ -114,21 +111,11 @@ def menu_signature(dispatcher: Dispatcher, role: Role, default_locale: str) -> s
     return f"{int(role)}:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def desired_menus(
-    db: Database, admins: Iterable[int], platform: str = "telegram"
-) -> dict[str, Role]:
+def desired_menus(moderating: Iterable[str], admins: Iterable[int]) -> dict[str, Role]:
     """Which chat shows which role's menu: moderators' private chats and the moderators'
-    chats get the moderators' menu; administrators (``settings.admins``) get theirs."""
-    out: dict[str, Role] = {}
-    with db.session() as session:
-        for user_id in session.exec(
-            select(Moderator.platform_user_id).where(Moderator.platform == platform)
-        ).all():
-            out[str(user_id)] = Role.MODERATOR
-        for chat_id in session.exec(
-            select(ModeratorChat.chat_id).where(ModeratorChat.platform == platform)
-        ).all():
-            out[str(chat_id)] = Role.MODERATOR
+    chats (``moderating``, from the engine) get the moderators' menu; administrators
+    (``settings.admins``) get theirs."""
+    out: dict[str, Role] = {str(chat_id): Role.MODERATOR for chat_id in moderating}
     for admin in admins:
         out[str(admin)] = Role.ADMIN
     return out

@@ -58,6 +58,7 @@ from bot.delivery import OutboxSender
 from bot.messages import InboundEvent
 from bot.router import Role
 from bot.runtime import Runtime
+from bot.workers import Leader
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -202,6 +203,9 @@ class TelegramService:
         self.channel = TelegramChannel(self.bot, self.pace)
         self.sender = OutboxSender(runtime, self.channel, self.pace, backoff=retry_backoff)
         self.inbox_wake = asyncio.Event()
+        self.poll_leader = Leader.for_account(
+            app.db.url, PLATFORM, token.split(":", 1)[0], retry=app.settings.worker_leader_retry
+        )
         self.ready = asyncio.Event()
         self.username: str | None = None
         self.webhook_port: int | None = None
@@ -216,7 +220,13 @@ class TelegramService:
             return
         sending = asyncio.ensure_future(self.sender.run(stop))
         try:
-            receiver = self._poll(stop) if self.mode == "polling" else self._serve_webhook(stop)
+            # Polling: one getUpdates consumer per token across workers (bot.workers); every
+            # worker processes the inbox and sends. Webhook: every worker serves the endpoint.
+            receiver = (
+                self.poll_leader.run(stop, self._poll)
+                if self.mode == "polling"
+                else self._serve_webhook(stop)
+            )
             await asyncio.gather(receiver, self._process(stop), self._refresh_menus(stop))
         finally:
             # The sender finishes its flush (or the message in flight) only so long: a backlog
@@ -286,7 +296,8 @@ class TelegramService:
         """Give moderators' and administrators' chats their menu, take it back from those who
         lost the role; only the differences with what was set before are sent."""
         dispatcher = self.app.dispatcher
-        desired = await self.runtime.call(desired_menus, self.app.db, self.admins, PLATFORM)
+        moderating = await self.runtime.call(self.engine.moderating_chats, PLATFORM)
+        desired = desired_menus(moderating, self.admins)
         stored = await self.runtime.call(self.engine.channel_state, MENUS_KEY)
         previous: dict[str, str] = json.loads(stored) if stored else {}
         applied = dict(previous)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from weakref import WeakKeyDictionary
 
 from bot.actions import pack
 from bot.handlers import views
@@ -14,7 +13,7 @@ from bot.i18n import gettext as _
 from bot.messages import ActionPressed, Attachment, Button, OutboundMessage, RichText, b, i
 from bot.params import YES, Choice, Word
 from bot.privacy import NOTICE_VERSION, PrivacyService
-from bot.router import Chats, Ctx, Dispatcher, Reply, Router
+from bot.router import Chats, Ctx, Reply, Router
 
 router = Router("privacy")
 
@@ -28,13 +27,11 @@ class _Hints:
     consented: set[int] = field(default_factory=set)  # citizen ids (current notice version)
 
 
-_hints: WeakKeyDictionary[Dispatcher, _Hints] = WeakKeyDictionary()
-
-
 def hints(ctx: Ctx) -> _Hints:
-    found = _hints.get(ctx.dispatcher)
-    if found is None:
-        found = _hints[ctx.dispatcher] = _Hints()
+    """This dispatcher's hints (kept on the dispatcher: one per composition, none global)."""
+    found = ctx.dispatcher.memo.get("privacy")
+    if not isinstance(found, _Hints):
+        found = ctx.dispatcher.memo["privacy"] = _Hints()
     return found
 
 
