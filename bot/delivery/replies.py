@@ -219,7 +219,7 @@ class OutboxSender:
                 for w in waiters:
                     w.cancel()
         finally:
-            await self.shutdown()
+            await self.shutdown(grace=5.0)
             settler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await settler
