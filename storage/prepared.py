@@ -20,8 +20,10 @@ keeps what that machinery gives us and drops the rest:
   (``IntegrityError``…), as with ``Connection.execute``.
 
 What is given up: SQLAlchemy's ``before_cursor_execute`` events and echo logging do not see
-these statements, and like any Core statement run on the connection they do not autoflush the
-ORM session (the engine flushes between events).
+these statements (storage.statements counts them itself). Like ``Session.execute`` they
+autoflush: pending ORM changes are flushed first, so a statement sees them. This module is the
+only one that uses SQLAlchemy internals; pyproject.toml pins SQLAlchemy to the line it was built
+against, and tests/test_prepared.py checks the behaviours it relies on.
 """
 
 from __future__ import annotations
@@ -125,6 +127,11 @@ class Prepared:
     # ------------------------------------------------------------------ internals
 
     def _prepare(self, session: Session) -> tuple[_Plan, Any]:
+        # Autoflush, as Session.execute would: pending ORM changes are visible to the statement.
+        # _is_clean() is O(1) (the identity map keeps its modified set); SQLAlchemy is pinned
+        # to the 2.1 line in pyproject.toml for these internals.
+        if session.autoflush and not session._is_clean():
+            session.flush()
         conn, dialect = dbapi_connection(session)
         counter = session.info["_prepared_connection"][3]
         if counter is not None:  # storage.statements: SQLAlchemy's events do not see us

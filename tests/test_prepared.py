@@ -172,3 +172,18 @@ def test_a_dialogue_loaded_twice_in_one_unit_of_work_is_one_object(db: Database)
     with db.session() as s:
         row = s.exec(select(Dialogue)).one()[0]
         assert row.state == "answering"
+
+
+def test_statements_autoflush_pending_orm_changes(db: Database) -> None:
+    """Like Session.execute: a citizen added (or changed) through the ORM and not flushed yet
+    is seen by a prepared statement in the same unit of work."""
+    read = Prepared(select(Citizen.display_name).where(col(Citizen.platform_user_id) == "af"))
+    with db.session() as s:
+        citizen = Citizen(
+            platform="t", platform_user_id="af", display_name="Before", pseudonym="p-af",
+            created_at=NOW, last_seen_at=NOW,
+        )  # fmt: skip
+        s.add(citizen)
+        assert read.scalar(s) == "Before"
+        citizen.display_name = "After"
+        assert read.scalar(s) == "After"
