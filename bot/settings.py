@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     scheduler_reminder_grace: float = Field(default=3600.0, ge=0)
     scheduler_poll_interval: float = Field(default=2.0, gt=0)
     scheduler_leader_retry: float = Field(default=2.0, gt=0)
+    # Several workers (bot.workers): how often a worker tries to become a bot account's poller
+    # (failover time), and where the operators' /healthz and /metrics (Prometheus) listen,
+    # e.g. "127.0.0.1:9464" (unset: not served).
+    worker_leader_retry: float = Field(default=2.0, gt=0)
+    metrics_listen: str | None = None
     # Broadcast pace per platform: messages per second overall, seconds between two messages
     # to one private chat, messages per minute to one group or room (Telegram's limits, with a
     # margin). Synapse's default rc_message is 0.2/s per account: raise the Matrix pace only

@@ -16,6 +16,7 @@ from sqlmodel import col, select
 from bot.app import build_app
 from bot.messages import ChatType, CommandMessage, EventContext, InboundEvent, TextMessage
 from bot.settings import Settings
+from bot.workers import Leader, SecondWorker, single_worker_lock
 from storage.models import InboxEvent, OutboxMessage, Support
 from storage.repositories import Repos
 from tests.conftest import SEED
@@ -185,5 +186,103 @@ def test_sqlite_processing_takes_each_event_once(sqlite_url, clock):
     app.close()
 
 
-async def _noop() -> None:
-    await asyncio.sleep(0)
+# --------------------------------------------------------------------------- one poller
+
+
+@pytest.mark.postgres
+async def test_one_poller_per_account_and_failover_within_seconds(pg_url):
+    """Three workers compete for one Telegram account's poller and one for another account:
+    one leader per account at any moment; when the leader's database session dies (as when
+    its process is killed), another worker polls within seconds."""
+    import psycopg
+
+    polling: dict[str, int] = defaultdict(int)
+    overlap: list[str] = []
+
+    def poller(account: str, worker: str):  # type: ignore[no-untyped-def]
+        async def work(halt: asyncio.Event) -> None:
+            polling[account] += 1
+            if polling[account] > 1:
+                overlap.append(worker)
+            try:
+                await halt.wait()
+            finally:
+                polling[account] -= 1
+
+        return work
+
+    leaders = [
+        Leader.for_account(pg_url, "telegram", "111", retry=0.2, check=0.2) for _ in range(3)
+    ]
+    other = Leader.for_account(pg_url, "telegram", "222", retry=0.2, check=0.2)
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.ensure_future(leader.run(stop, poller("111", f"w{i}")))
+        for i, leader in enumerate(leaders)
+    ] + [asyncio.ensure_future(other.run(stop, poller("222", "x")))]
+    try:
+        await _until(lambda: polling["111"] == 1 and polling["222"] == 1, 10)
+        first = next(leader for leader in leaders if leader.leading)
+        assert sum(leader.leading for leader in leaders) == 1 and other.leading
+        # The leader's session dies.
+        conn = first.leadership.conn  # type: ignore[attr-defined]
+        pid = conn.info.backend_pid
+        with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        started = asyncio.get_running_loop().time()
+        await _until(lambda: any(leader.leading for leader in leaders if leader is not first), 10)
+        assert asyncio.get_running_loop().time() - started < 10
+        await _until(lambda: not first.leading, 10)
+        assert polling["111"] == 1 and other.leading
+        assert not overlap, overlap
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert polling == {"111": 0, "222": 0}
+
+
+async def _until(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+def test_sqlite_refuses_a_second_worker(sqlite_url, tmp_path):
+    """A second `parlons run` on the same SQLite file stops at once with a clear message."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    held = single_worker_lock(sqlite_url)
+    assert held is not None
+    with pytest.raises(SecondWorker):
+        single_worker_lock(sqlite_url)
+    config = tmp_path / "parlons.toml"
+    config.write_text("")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PARLONS_")}
+    env.update(
+        PARLONS_DATABASE_URL=sqlite_url,
+        PARLONS_TELEGRAM_TOKEN="123:abc",
+        PARLONS_TELEGRAM_API_URL="http://127.0.0.1:9/bot",
+        PARLONS_CONFIG_FILE=str(config),
+        PARLONS_LOG_LEVEL="WARNING",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "run", "--no-scheduler"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "another 'parlons run' already uses the SQLite database" in result.stderr
+    assert "use PostgreSQL" in result.stderr
+    asyncio.run(held.release())
+    # Free again: the lock can be taken.
+    again = single_worker_lock(sqlite_url)
+    assert again is not None
+    asyncio.run(again.release())
