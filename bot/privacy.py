@@ -397,13 +397,15 @@ class PrivacyService:
         mine = (col(InboxEvent.platform) == platform) & or_(
             col(InboxEvent.user_id) == user_id, col(InboxEvent.chat_id).in_(sorted(chats))
         )
-        inbox_redacted = self._redact_inbox(mine, secret, own=True)
+        ids = {user_id, *chats}
+        inbox_redacted = self._redact_inbox(mine, secret, ids, own=True)
         event_text = cast(col(InboxEvent.event), Text)
         inbox_redacted += self._redact_inbox(
             (col(InboxEvent.kind) == "command")
             & (col(InboxEvent.status) != "pending")
             & or_(*(event_text.like(f"%{n}%", escape="!") for n in needles)),
             secret,
+            ids,
             own=False,
         )
         self.s.execute(
@@ -417,7 +419,7 @@ class PrivacyService:
         if current_inbox_id is not None:
             row = self.s.get(InboxEvent, current_inbox_id)
             if row is not None:
-                self._redact_row(row, secret)
+                self._redact_row(row, secret, ids)
 
         # 2. What they were sent: outbox rows to their private chats are deleted (found by the
         # indexed chat column); sent rows that name them elsewhere (a moderators' chat, an
@@ -527,7 +529,7 @@ class PrivacyService:
             log.append(key)
         return ErasureReport(key, inbox_redacted, removed, deleted)
 
-    def _redact_inbox(self, where: Any, secret: bytes, *, own: bool) -> int:
+    def _redact_inbox(self, where: Any, secret: bytes, ids: set[str], *, own: bool) -> int:
         """Redact the inbox rows ``where`` selects, by batches of ids (a row already redacted
         no longer matches: its sender, chat and text are gone)."""
         count = 0
@@ -555,7 +557,12 @@ class PrivacyService:
                     .where(col(InboxEvent.id) == inbox_id)
                     .values(
                         _redacted_values(
-                            secret, row_platform, event_key, status, sender if not own else None
+                            secret,
+                            row_platform,
+                            event_key,
+                            status,
+                            None if own else sender,
+                            ids,
                         )
                     )
                 )
@@ -563,9 +570,9 @@ class PrivacyService:
             if len(rows) < BATCH:
                 return count
 
-    def _redact_row(self, row: InboxEvent, secret: bytes) -> None:
+    def _redact_row(self, row: InboxEvent, secret: bytes, ids: set[str]) -> None:
         for name, value in _redacted_values(
-            secret, row.platform, row.event_key, row.status, None
+            secret, row.platform, row.event_key, row.status, None, ids
         ).items():
             if name != "status":  # the event being handled is marked done by the engine
                 setattr(row, name, value)
@@ -744,12 +751,19 @@ class Housekeeping:
 
 
 def _redacted_values(
-    secret: bytes, platform: str, event_key: str, status: str, sender: str | None
+    secret: bytes,
+    platform: str,
+    event_key: str,
+    status: str,
+    sender: str | None,
+    ids: set[str],
 ) -> dict[str, Any]:
-    """An inbox row that says nothing: its event redacted, its key (which may hold a raw
-    platform id: ``msg:<chat id>:<message id>``) replaced by a keyed hash of it, no error.
-    ``sender`` is kept for the rows of other people (a command that named the citizen)."""
-    if not event_key.startswith("erased:"):
+    """An inbox row that says nothing: its event redacted, no error, and its key replaced by a
+    keyed hash of it when it holds one of the citizen's raw platform ids (``ids``: Telegram's
+    ``msg:<chat id>:<message id>``; Matrix event ids name nobody and stay, so a redelivery is
+    still recognised). ``sender`` is kept for the rows of other people (a command that named
+    the citizen)."""
+    if any(i and i in event_key for i in ids):
         event_key = "erased:" + one_way_id(secret, platform, event_key)[:48]
     values: dict[str, Any] = {
         "event": redacted_event(platform, event_key),
