@@ -25,23 +25,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from sqlalchemy import text
 
 from bot.runtime import Runtime
 from storage.db import utcnow
+from storage.repositories_runtime import RuntimeRepo
 from storage.statements import StatementCounter
 
 log = logging.getLogger(__name__)
-
-_BACKLOG = text(
-    """
-SELECT 'inbox', platform, 'pending', count(*), min(received_at) FROM inboxevent
-    WHERE status = 'pending' GROUP BY platform
-UNION ALL
-SELECT 'outbox', platform, status, count(*), min(created_at) FROM outboxmessage
-    WHERE status IN ('pending', 'failed') GROUP BY platform, status
-"""
-)
 
 
 def _as_datetime(value: Any) -> datetime | None:
@@ -94,7 +84,7 @@ class Metrics:
     def read_database(self) -> _Sample:
         """In the database thread: one statement."""
         with self.db.session() as session:
-            rows = [tuple(r) for r in session.connection().execute(_BACKLOG)]
+            rows = RuntimeRepo(self.db, session).backlog()
         return _Sample(rows, utcnow())
 
     async def refresh(self) -> None:

@@ -474,13 +474,9 @@ class ScheduleRunner:
 
     def signature(self) -> tuple[object, ...]:
         """Changes whenever the schedule or a consultation changes."""
-        from sqlalchemy import func, select
-
         with self.db.session() as session:
-            consultations = session.execute(
-                select(func.count(), func.max(Consultation.updated_at))
-            ).one()
-            return (*SchedulerRepo(self.db, session).signature(), *consultations)
+            repos = Repos(self.db, session)
+            return (*SchedulerRepo(self.db, session).signature(), *repos.consultations.signature())
 
     def pending(self) -> list[ActionView]:
         with self.db.session() as session:
@@ -592,15 +588,7 @@ class ScheduleRunner:
     def _mark(
         sched: SchedulerRepo, name: str, row: ScheduledAction, now: datetime, how: str
     ) -> None:
-        from sqlalchemy import update
-
-        from storage.models_scheduler import ActionRun
-
-        sched.s.execute(
-            update(ActionRun)
-            .where(ActionRun.action == name, ActionRun.due_at == row.due_at)  # type: ignore[arg-type]
-            .values(outcome=how)
-        )
+        sched.set_run_outcome(name, row.due_at, how)
 
     @staticmethod
     def _set_status(

@@ -63,6 +63,13 @@ class ConsultationRepo:
     def by_slug(self, slug: str) -> Consultation | None:
         return self.s.exec(select(Consultation).where(Consultation.slug == slug)).first()
 
+    def signature(self) -> tuple[int, datetime | None]:
+        """Changes whenever a consultation is added or changed."""
+        count, latest = self.s.execute(
+            select(func.count(), func.max(col(Consultation.updated_at)))
+        ).one()
+        return int(count), latest
+
     def get(self, consultation_id: int) -> Consultation | None:
         found = in_session(self.s, Consultation, consultation_id)
         return found or pinned(self.s, self.s.get(Consultation, consultation_id))
@@ -205,6 +212,19 @@ class ContributionRow:
 class ContributionRepo:
     def __init__(self, db: Database, session: Session) -> None:
         self.db, self.s = db, session
+
+    def pending_created(self, citizen_id: int, at: datetime) -> list[int]:
+        """The contributions awaiting moderation that this citizen created at ``at`` (the
+        event being handled)."""
+        return list(
+            self.s.execute(
+                select(col(Contribution.id)).where(
+                    col(Contribution.citizen_id) == citizen_id,
+                    col(Contribution.status) == "pending",
+                    col(Contribution.created_at) == at,
+                )
+            ).scalars()
+        )
 
     def get(self, contribution_id: int) -> Contribution | None:
         found = in_session(self.s, Contribution, contribution_id)

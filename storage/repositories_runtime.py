@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, or_, select, update
+from sqlalchemy import bindparam, case, func, insert, or_, select, text, update
 from sqlmodel import Session, col
 
 from storage.db import Database
@@ -48,6 +48,17 @@ class Settlement:
     status: str
     message_id: str | None = None
     error: str | None = None
+
+
+BACKLOG = text(
+    """
+SELECT 'inbox', platform, 'pending', count(*), min(received_at) FROM inboxevent
+    WHERE status = 'pending' GROUP BY platform
+UNION ALL
+SELECT 'outbox', platform, status, count(*), min(created_at) FROM outboxmessage
+    WHERE status IN ('pending', 'failed') GROUP BY platform, status
+"""
+)
 
 
 class RuntimeRepo:
@@ -136,17 +147,13 @@ class RuntimeRepo:
         )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-    def release(self, platform: str, worker: str) -> int:
-        """Give back every pending row this worker holds (on a clean stop)."""
-        result = self.s.execute(
-            update(O)
-            .where(
-                col(O.platform) == platform,
-                col(O.status) == "pending",
-                col(O.claimed_by) == worker,
-            )
-            .values(claimed_by=None, lease_until=None)
-        )
+    def release(self, platform: str, worker: str | None) -> int:
+        """Give back every pending row this worker holds (on a clean stop); with ``worker``
+        None, every pending row of the platform, whoever holds it."""
+        query = update(O).where(col(O.platform) == platform, col(O.status) == "pending")
+        if worker is not None:
+            query = query.where(col(O.claimed_by) == worker)
+        result = self.s.execute(query.values(claimed_by=None, lease_until=None))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def settle(self, settled: Sequence[Settlement], now: datetime) -> None:
@@ -175,6 +182,11 @@ class RuntimeRepo:
                 for s in settled
             ],
         )
+
+    def backlog(self) -> list[tuple[Any, ...]]:
+        """(table, platform, status, count, oldest) of pending inbox events and pending or
+        failed outbox rows: what the metrics show, in one statement."""
+        return [tuple(r) for r in self.s.connection().execute(BACKLOG)]
 
     def counts(self, platform: str | None = None) -> dict[str, int]:
         """Outbox rows by status (``failed`` rows are the dead letters)."""

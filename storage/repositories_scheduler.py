@@ -374,6 +374,13 @@ class SchedulerRepo:
             stmt = stmt.with_for_update()
         return self.s.execute(stmt).scalar_one_or_none()
 
+    def set_run_outcome(self, action: str, due_at: datetime, outcome: str) -> None:
+        self.s.execute(
+            update(ActionRun)
+            .where(col(ActionRun.action) == action, col(ActionRun.due_at) == due_at)
+            .values(outcome=outcome)
+        )
+
     def signature(self) -> tuple[int, datetime | None, int]:
         """Changes when any scheduled action is added, changed or run."""
         count, latest, top = self.s.execute(

@@ -617,19 +617,11 @@ def queue(ctx: Ctx) -> Reply:
 
 def notify_pending(ctx: Ctx) -> list[OutboundMessage]:
     """Pre-moderation: tell the moderators about the contributions this event created."""
-    from sqlalchemy import select
-    from sqlmodel import col
-
-    rows = ctx.repos.session.execute(
-        select(col(Contribution.id)).where(
-            col(Contribution.citizen_id) == ctx.citizen.id,
-            col(Contribution.status) == "pending",
-            col(Contribution.created_at) == ctx.now,
-        )
-    ).scalars()
+    assert ctx.citizen.id is not None
+    rows = ctx.repos.contributions.pending_created(ctx.citizen.id, ctx.now)
     out: list[OutboundMessage] = []
     svc = service(ctx)
-    for cid in list(rows):
+    for cid in rows:
         content = svc.content(Target("contribution", cid))
         out += notify_moderators(ctx, content, _pending_headline(cid))
     return out
