@@ -82,7 +82,11 @@ FINISHED_OUTBOX = ("sent", "failed", "dead")
 # other table with a ``citizen_id`` column holds rows that exist only for that citizen, and
 # they are deleted; so are rows of tables with ``platform`` and ``chat_id`` columns that address
 # the citizen's private chats.
-KEPT_FOR_STATISTICS = frozenset({"contribution", "support", "comment", "visit", "report", "ban"})
+KEPT_FOR_STATISTICS = frozenset(
+    # stat_participant: the statistics counters' per-participant weights (storage.counters):
+    # a tombstone stays a participant, so the figures do not move.
+    {"contribution", "support", "comment", "visit", "report", "ban", "stat_participant"}
+)
 # Handled explicitly below.
 EXPLICIT = frozenset(
     {"citizen", "dialogue", "inboxevent", "outboxmessage", "moderator", "erasure", "audit_entry"}
