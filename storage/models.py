@@ -219,3 +219,4 @@ class ChannelState(SQLModel, table=True):
 from storage import models_chats, models_moderation, models_scheduler  # noqa: E402, F401
 from storage import models_counters  # noqa: E402, F401
 from storage import models_runtime  # noqa: E402, F401
+from storage import models_legible  # noqa: E402, F401

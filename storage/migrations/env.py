@@ -7,6 +7,7 @@ from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
 import storage.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from storage.models_legible import UNMANAGED_NAMES
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -22,6 +23,8 @@ def run_migrations() -> None:
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            # The ideas' text index is made by migration 0010_legible, not by the models.
+            include_name=lambda name, _type, _p: name not in UNMANAGED_NAMES,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -2,12 +2,16 @@
 
 Revision ID: 0010_legible
 Revises: 0009_routes
+
+Disagreements (one per citizen and idea) and the ideas' text index: on PostgreSQL a GIN index on
+the French and English tsvector of ``contribution.text``; on SQLite an FTS5 table of stems
+(storage.text_index), filled by the repository as it reads (storage.repositories_legible).
 """
 from collections.abc import Sequence
 
-import sqlalchemy as sa  # noqa: F401
-import sqlmodel  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
 
 
 revision: str = '0010_legible'
@@ -15,10 +19,40 @@ down_revision: str | Sequence[str] | None = '0009_routes'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Keep in step with storage.repositories_legible.PG_VECTOR.
+PG_VECTOR = "(to_tsvector('french', text) || to_tsvector('english', text))"
+
 
 def upgrade() -> None:
-    pass  # filled by the legible issue
+    op.create_table('disagreement',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('contribution_id', sa.Integer(), nullable=False),
+    sa.Column('citizen_id', sa.Integer(), nullable=False),
+    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['citizen_id'], ['citizen.id'], name=op.f('fk_disagreement_citizen_id_citizen')),
+    sa.ForeignKeyConstraint(['contribution_id'], ['contribution.id'], name=op.f('fk_disagreement_contribution_id_contribution')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_disagreement')),
+    sa.UniqueConstraint('contribution_id', 'citizen_id', name=op.f('uq_disagreement_contribution_id_citizen_id'))
+    )
+    with op.batch_alter_table('disagreement', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_disagreement_citizen_id'), ['citizen_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_disagreement_contribution_id'), ['contribution_id'], unique=False)
+    if op.get_bind().dialect.name == 'sqlite':
+        # rowid = contribution id; ``version`` tells whether the row is still the idea's text.
+        op.execute(
+            "CREATE VIRTUAL TABLE idea_fts USING fts5("
+            "stems, version UNINDEXED, tokenize = 'unicode61 remove_diacritics 2')"
+        )
+    else:
+        op.execute(f"CREATE INDEX ix_contribution_text_search ON contribution USING gin ({PG_VECTOR})")
 
 
 def downgrade() -> None:
-    pass  # filled by the legible issue
+    if op.get_bind().dialect.name == 'sqlite':
+        op.execute("DROP TABLE IF EXISTS idea_fts")
+    else:
+        op.execute("DROP INDEX IF EXISTS ix_contribution_text_search")
+    with op.batch_alter_table('disagreement', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_disagreement_contribution_id'))
+        batch_op.drop_index(batch_op.f('ix_disagreement_citizen_id'))
+    op.drop_table('disagreement')
