@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import Text, cast, select
+from sqlalchemy import text as sql
 
 from bot.ingress import is_blank, normalize_event, normalize_text
 from bot.messages import (
@@ -16,6 +19,7 @@ from bot.messages import (
     TextMessage,
 )
 from bot.privacy import Housekeeping
+from storage.db import Database
 from storage.models import Citizen, Comment, Contribution, InboxEvent
 from storage.models_moderation import Erasure
 from tests.support.moderation import build, chats, contribute, count, rows, tr
@@ -206,3 +210,56 @@ def test_erasure_uses_the_indexed_columns_and_scrubs_errors_and_keys(db_url, clo
         assert [r.user_id for r in inbox if r.event_key == "msg:bob:5"] == ["bob"]
     finally:
         app.close()
+
+
+# --------------------------------------------------------------------------- migration
+
+
+def test_migration_fills_existing_rows_and_drops_raw_payloads(empty_db_url) -> None:
+    """Rows written before 0007_privacy (a NUL in a PostgreSQL JSON value, raw payloads with a
+    replied-to message) get their sender/chat/kind columns and lose the raw payload."""
+    db = Database(empty_db_url)
+    db.upgrade("0006_rooms")
+    event = {
+        "context": {
+            "platform": "telegram",
+            "chat_id": "42",
+            "user_id": "42",
+            "event_id": "msg:42:1",
+            "display_name": "Zoé",
+            "language": "fr",
+            "chat_type": "private",
+            "message": None,
+            "raw": {"message": {"reply_to_message": {"from": {"first_name": "Quoted"}}}},
+        },
+        "payload": {"text": "a\u0000b", "reply_to": None, "kind": "text"},
+    }
+    message = {"chat_id": "42", "subject": ["contribution", 7], "text": {"blocks": []}}
+    with db.engine.begin() as conn:
+        conn.execute(
+            sql(
+                "INSERT INTO inboxevent (platform, event_key, status, event, received_at) "
+                "VALUES ('telegram', 'msg:42:1', 'done', :e, '2026-01-01 00:00:00+00:00')"
+            ),
+            {"e": json.dumps(event)},
+        )
+        conn.execute(
+            sql(
+                "INSERT INTO outboxmessage (platform, chat_id, message, status, attempts, "
+                "created_at) VALUES ('telegram', '42', :m, 'sent', 1, "
+                "'2026-01-01 00:00:00+00:00')"
+            ),
+            {"m": json.dumps(message)},
+        )
+    db.upgrade("0007_privacy")
+    with db.engine.connect() as conn:
+        row = conn.execute(
+            sql("SELECT user_id, chat_id, chat_type, kind, CAST(event AS TEXT) FROM inboxevent")
+        ).one()
+        subject = conn.execute(sql("SELECT subject FROM outboxmessage")).scalar_one()
+    db.dispose()
+    assert tuple(row[:4]) == ("42", "42", "private", "text")
+    stored = json.loads(row[4])
+    assert stored["context"]["raw"] is None and "Quoted" not in row[4]
+    assert stored["payload"]["text"] == "ab" and "\\u0000" not in row[4]
+    assert subject == "contribution:7"
