@@ -218,5 +218,6 @@ class ChannelState(SQLModel, table=True):
 # Feature tables live in their own modules; importing them registers them on the metadata.
 from storage import models_chats, models_moderation, models_scheduler  # noqa: E402, F401
 from storage import models_counters  # noqa: E402, F401
-from storage import models_runtime  # noqa: E402, F401
 from storage import models_legible  # noqa: E402, F401
+from storage import models_runtime  # noqa: E402, F401
+from storage import models_answers  # noqa: E402, F401
