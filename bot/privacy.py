@@ -430,7 +430,7 @@ class PrivacyService:
         # admin's /audit) are redacted.
         removed = 0
         while True:
-            ids = list(
+            out_ids = list(
                 self.s.execute(
                     select(col(OutboxMessage.id))
                     .where(
@@ -440,10 +440,10 @@ class PrivacyService:
                     .limit(BATCH)
                 ).scalars()
             )
-            if not ids:
+            if not out_ids:
                 break
-            removed += len(ids)
-            self.s.execute(delete(OutboxMessage).where(col(OutboxMessage.id).in_(ids)))
+            removed += len(out_ids)
+            self.s.execute(delete(OutboxMessage).where(col(OutboxMessage.id).in_(out_ids)))
         named = or_(
             *(cast(col(OutboxMessage.message), Text).like(f"%{n}%", escape="!") for n in needles)
         )
