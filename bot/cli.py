@@ -115,10 +115,10 @@ def consultation_import(
         application.close()
     typer.echo(f"{result.outcome} consultation {result.slug}")
     for question in result.archived:
-        if question.contributions:
-            typer.echo(
-                f"archived question {question.key} ({question.contributions} contributions kept)"
-            )
+        n = question.contributions
+        if n:
+            plural = "s" if n != 1 else ""
+            typer.echo(f"archived question {question.key} ({n} contribution{plural} kept)")
         else:
             typer.echo(f"removed question {question.key} (it had no contributions)")
 
@@ -257,7 +257,9 @@ def demo(
     try:
         with application.db.session() as session:
             Services(Repos(application.db, session), clock()).consultations.import_document(
-                doc, archive_missing=True
+                doc,
+                archive_missing=True,
+                replace=True,  # the demo's database is a sandbox
             )
     except BaseException:
         application.close()

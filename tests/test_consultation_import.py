@@ -196,7 +196,7 @@ def test_cli_a_different_consultation_under_an_existing_slug(sqlite_url, clock, 
         )
         assert result.exit_code == 0, result.output
         assert "replaced consultation ville-intelligente" in result.output
-        assert "archived question lieux (1 contributions kept)" in result.output
+        assert "archived question lieux (1 contribution kept)" in result.output
     finally:
         application.close()
 
