@@ -141,3 +141,29 @@ async def test_telegram_link_with_a_refused_token_prints_no_token(sqlite_url, ap
     assert "Traceback" not in stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and MASK in errors[0]
+
+
+async def test_matrix_debug_logs_never_show_the_access_token(
+    app, matrix_account, matrix_clients, tmp_path, caplog
+):
+    """A guard with the real Matrix service against Synapse: matrix-nio sends the token in a
+    header today, so nothing should show it, whatever the adapter logs at DEBUG later."""
+    from tests.support.matrix_bot import Citizen, RunningBot, bot_settings, wait_joined
+    from tests.support.matrix_fixtures import create_dm
+
+    account = await matrix_account.create("parlons")
+    settings = bot_settings(app, account, tmp_path / "bot-store", log_level="DEBUG")
+    caplog.set_level(logging.DEBUG)
+    configure_logging(settings)
+    async with RunningBot(app, settings) as bot:
+        citizen_account = await matrix_account.create("citizen")
+        client = await matrix_clients(citizen_account)
+        room_id = await create_dm(client, bot.user_id)
+        await wait_joined(client, room_id, bot.user_id, timeout=20)
+        citizen = Citizen(app, citizen_account, client, room_id, bot.user_id)
+        replies = await citizen.say("/start")
+        assert replies
+    bot_records = [r for r in caplog.records if r.name.startswith(("nio", "adapters.matrix"))]
+    assert bot_records, "the Matrix service logged at DEBUG"
+    logged = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
+    assert account.access_token not in logged
