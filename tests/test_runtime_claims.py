@@ -217,3 +217,14 @@ def _attach(url: str, clock: FakeClock) -> App:
     from bot.settings import Settings
 
     return build_app(Settings(database_url=url), clock=clock)  # type: ignore[arg-type]
+
+
+def test_take_over_clears_every_lease_for_a_restarted_single_worker(db) -> None:
+    wall = Wall()
+    ids = add_replies(db, [("a", "a1"), ("b", "b1")])
+    killed = OutboxClaims(db, worker="killed", lease=30, clock=wall)
+    restarted = OutboxClaims(db, worker="restarted", lease=30, clock=wall)
+    assert len(killed.claim("fake")) == 2
+    assert restarted.claim("fake") == []
+    assert restarted.take_over("fake") == 2
+    assert [c.outbox_id for c in restarted.claim("fake")] == ids

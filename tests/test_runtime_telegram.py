@@ -91,8 +91,8 @@ async def test_502s_on_one_chat_hold_only_that_chat_and_keep_its_order(app) -> N
 
 async def test_a_flood_in_one_chat_does_not_delay_another_chats_reply(app) -> None:
     flooder, other = 3201, 3202
-    # About one message every 0.1 s per chat (short bursts), 25/s overall.
-    pace = Pace(per_second=25.0, per_chat_interval=0.1)
+    # About one message every 0.25 s per chat (short bursts), 25/s overall.
+    pace = Pace(per_second=25.0, per_chat_interval=0.25)
     async with (
         BotApiServer(bot_username=BOT) as server,
         running_bot(app, server, pace=pace) as tg,
@@ -104,7 +104,7 @@ async def test_a_flood_in_one_chat_does_not_delay_another_chats_reply(app) -> No
         await wait_for(lambda: len(server.messages_to(other)) >= 1)
         at = server.messages_to(other)[0].time
         before = [r for r in server.messages_to(flooder) if r.time < at]
-        # A serial queue would have sent the whole flood (20 s at this pace) first.
+        # A serial queue would have sent the whole flood (50 s at this pace) first.
         assert len(before) < 50, len(before)
         assert not tg.task.done()
 
@@ -123,6 +123,5 @@ async def test_no_one_second_window_above_the_configured_rate(app) -> None:
         stamps = [c.time for c in server.calls("sendMessage") if c.status == 200]
         assert len(stamps) >= 120
         assert max_window(stamps) <= rate
-        # The pace is used: at least 0.8 of it once the replies are there (processing and
-        # the first claim take a moment).
-        assert (len(stamps) - 1) / (max(stamps) - min(stamps)) >= 0.8 * rate
+        # (The achieved rate, >= 0.9 of the configured one, is measured on a fake clock in
+        # tests/test_runtime_lanes.py and by bench/runtime.py: no timed assertion here.)

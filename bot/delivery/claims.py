@@ -81,6 +81,12 @@ class OutboxClaims:
         with self.db.session() as session:
             return RuntimeRepo(self.db, session).release(platform, self.worker)
 
+    def take_over(self, platform: str) -> int:
+        """Clear every lease of the platform: for the one worker of a SQLite database at its
+        start, whose predecessor (killed) cannot be sending any more."""
+        with self.db.session() as session:
+            return RuntimeRepo(self.db, session).release(platform, None)
+
     def settle(
         self,
         platform: str,

@@ -11,8 +11,9 @@ settles them in batches.
    citizens marked so. While held, the rows' lease is renewed every third of its length.
 
 A crash between a send and its settlement sends that message again on the next claim (after
-the lease): Matrix deduplicates it (transaction id from the outbox key); on Telegram it is at
-most the messages in flight and those sent in the last ``settle_every`` seconds.
+the lease, or at once when the next process starts on SQLite, where there is one worker):
+Matrix deduplicates it (transaction id from the outbox key); on Telegram it is at most the
+messages in flight and those sent in the last ``settle_every`` seconds.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class OutboxSender:
         batch: int = 200,
         per_chat: int = 50,
         hold: int = 5000,
-        lease: float = 30.0,
+        lease: float | None = None,
         settle_every: float = 0.02,
         claims: OutboxClaims | None = None,
         max_attempts: int | None = None,  # kept for callers; lanes never give a message up
@@ -59,7 +60,13 @@ class OutboxSender:
         self.platform = channel.platform
         self.pace = pace or Pace()
         hub = runtime.delivery
-        self.claims = claims or OutboxClaims(runtime.app.db, worker=hub.worker, lease=lease)
+        # A dead worker's rows wait for its lease to expire: 10 s (renewed every third of it).
+        self.claims = claims or OutboxClaims(
+            runtime.app.db, worker=hub.worker, lease=lease or 10.0
+        )
+        # SQLite has one worker process: at its start, the rows a killed predecessor held are
+        # taken over at once instead of after their lease.
+        self.take_over = not hub.shared
         self.pacer = hub.pacer(self.platform, self.pace.per_second)
         gate = (
             hub.gate(self.platform)
@@ -203,6 +210,12 @@ class OutboxSender:
         """Claim whenever woken (new replies) and every ``idle`` seconds (leftovers, rows
         whose lease expired); settle continuously; on stop, let the messages in flight finish,
         settle, and give the rest back."""
+        if self.take_over:
+            try:
+                await self.runtime.call(self.claims.take_over, self.platform)
+            except Exception:
+                log.exception("taking over the %s outbox failed", self.platform)
+            self.take_over = False
         settler = asyncio.ensure_future(self._settle_loop(stop))
         try:
             while not stop.is_set():
