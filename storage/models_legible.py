@@ -39,3 +39,15 @@ class Disagreement(SQLModel, table=True):
     contribution_id: int = Field(foreign_key="contribution.id", index=True)
     citizen_id: int = Field(foreign_key="citizen.id", index=True)
     created_at: datetime
+
+
+class SortDealt(SQLModel, table=True):
+    """An idea dealt to a citizen by ``/sort`` (whatever they answered, passing included): it
+    is not dealt to them again. Personal data, erased with the citizen."""
+
+    __tablename__ = "sort_dealt"
+    __table_args__ = (UniqueConstraint("citizen_id", "contribution_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    citizen_id: int = Field(foreign_key="citizen.id")
+    contribution_id: int = Field(foreign_key="contribution.id", index=True)
+    created_at: datetime

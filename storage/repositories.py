@@ -30,6 +30,8 @@ from storage.models import (
     Visit,
 )
 from storage.prepared import Prepared, in_session, persistent, pinned
+from storage.repositories_answers import AnswersRepo
+from storage.repositories_legible import LegibleRepo
 
 PUBLISHED = "published"
 LAST_SEEN_RESOLUTION = timedelta(minutes=5)
@@ -51,6 +53,8 @@ class Repos:
         self.outbox = OutboxRepo(session)
         self.channel_state = ChannelStateRepo(session)
         self.stats = StatsRepo(db, session)
+        self.legible = LegibleRepo(db, session)  # similar ideas, search, sorting (issue 15)
+        self.answers = AnswersRepo(db, session)  # answers, merges, opinion groups (issue 15)
 
 
 # --------------------------------------------------------------------------- consultations

@@ -9,7 +9,7 @@ from typing import Any
 from bot import errors
 from bot.actions import pack
 from bot.domain import ConsultationInfo
-from bot.handlers import views
+from bot.handlers import similar, views
 from bot.i18n import N_
 from bot.i18n import gettext as _
 from bot.messages import Button, OutboundMessage, RichText, b, i
@@ -79,11 +79,15 @@ def _preview(ctx: Ctx, info: ConsultationInfo, draft: dict) -> OutboundMessage:
     )
     if info.settings.premoderation:
         rt = rt.p(i(_("A moderator will review it before it is published.")))
+    # Similar published ideas, each with "support it instead" (issue 15, bot.handlers.similar).
+    rt, instead = similar.preview_section(ctx, info, draft, rt)
+    publish = "✅ " + (_("Publish mine anyway") if instead else _("Confirm"))
     return ctx.reply(
         rt,
         (
+            *instead,
             (
-                Button("✅ " + _("Confirm"), pack("ok")),
+                Button(publish, pack("ok")),
                 Button("✏️ " + _("Edit"), pack("redo")),
                 Button("✖ " + _("Cancel"), pack("cancel")),
             ),

@@ -3,7 +3,7 @@
 Revision ID: 0010_legible
 Revises: 0009_routes
 
-Disagreements (one per citizen and idea) and the ideas' text index: on PostgreSQL a GIN index on
+Disagreements (one per citizen and idea), the ideas /sort dealt to each citizen, and the ideas' text index: on PostgreSQL a GIN index on
 the French and English tsvector of ``contribution.text``; on SQLite an FTS5 table of stems
 (storage.text_index), filled by the repository as it reads (storage.repositories_legible).
 """
@@ -37,6 +37,18 @@ def upgrade() -> None:
     with op.batch_alter_table('disagreement', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_disagreement_citizen_id'), ['citizen_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_disagreement_contribution_id'), ['contribution_id'], unique=False)
+    op.create_table('sort_dealt',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('citizen_id', sa.Integer(), nullable=False),
+    sa.Column('contribution_id', sa.Integer(), nullable=False),
+    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['citizen_id'], ['citizen.id'], name=op.f('fk_sort_dealt_citizen_id_citizen')),
+    sa.ForeignKeyConstraint(['contribution_id'], ['contribution.id'], name=op.f('fk_sort_dealt_contribution_id_contribution')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sort_dealt')),
+    sa.UniqueConstraint('citizen_id', 'contribution_id', name=op.f('uq_sort_dealt_citizen_id_contribution_id'))
+    )
+    with op.batch_alter_table('sort_dealt', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_sort_dealt_contribution_id'), ['contribution_id'], unique=False)
     if op.get_bind().dialect.name == 'sqlite':
         # rowid = contribution id; ``version`` tells whether the row is still the idea's text.
         op.execute(
@@ -52,6 +64,9 @@ def downgrade() -> None:
         op.execute("DROP TABLE IF EXISTS idea_fts")
     else:
         op.execute("DROP INDEX IF EXISTS ix_contribution_text_search")
+    with op.batch_alter_table('sort_dealt', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_sort_dealt_contribution_id'))
+    op.drop_table('sort_dealt')
     with op.batch_alter_table('disagreement', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_disagreement_contribution_id'))
         batch_op.drop_index(batch_op.f('ix_disagreement_citizen_id'))
