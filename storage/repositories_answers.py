@@ -1,4 +1,3 @@
-# ruff: noqa: S608  (SQL assembled from constants of this module; values are bound)
 """Official answers, merged duplicates and opinion groups (issue 15): all their SQL.
 
 Merging moves the supports, disagreements and comments of one idea to another in a few
