@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     moderation_auto_hide_reports: int = Field(default=3, ge=1)
     # A ban also hides the banned person's contributions and comments in that consultation.
     moderation_ban_hides_content: bool = True
+    # Opinion groups (README "Opinion groups"): participants with fewer votes are left out;
+    # the seed makes the computation reproducible from the open data export.
+    opinion_groups_min_votes: int = Field(default=5, ge=1)
+    opinion_groups_seed: int = Field(default=15, ge=0)
     # Flood control: events per minute and contributions per hour, per citizen; stricter for
     # citizens who arrived less than flood_newcomer_minutes ago. One polite warning per window.
     flood_actions_per_minute: int = Field(default=60, ge=1)
