@@ -270,3 +270,10 @@ def _check_read_only(as_nobody) -> None:  # type: ignore[no-untyped-def]
     refused = as_nobody("consultation", "import", str(SEED.parent / "example-minimal.yaml"))
     assert refused.returncode == 2 and "read-only" in refused.stderr
     assert "Traceback" not in refused.stderr and refused.stderr.count("\n") == 1
+
+
+def test_demo_with_a_bad_starting_instant(tmp_path):
+    script = tmp_path / "s.txt"
+    script.write_text("/start\n", encoding="utf-8")
+    result = invoke("demo", "--script", str(script), "--now", "yesterday-ish")
+    one_error_line(result, "--now 'yesterday-ish': not an ISO 8601 date-time")
