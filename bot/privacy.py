@@ -449,7 +449,9 @@ class PrivacyService:
         )
         for out_id, message in self.s.execute(
             select(col(OutboxMessage.id), col(OutboxMessage.message)).where(
-                col(OutboxMessage.status) != "pending", named
+                col(OutboxMessage.status) != "pending",
+                col(OutboxMessage.trimmed_at).is_(None),  # an emptied row names nobody
+                named,
             )
         ).all():
             self.s.execute(
@@ -657,9 +659,10 @@ class PrivacyService:
 
     def prune(self, days: int, limit: int) -> int:
         """Delete at most ``limit`` handled inbox rows and ``limit`` sent or dead outbox rows
-        older than ``days`` days; returns how many rows were deleted. Kept: pending rows,
-        reactions (a Matrix redaction of a reaction is resolved through its inbox row) and
-        outbox rows with a subject (replies and reactions to an idea card map through them)."""
+        older than ``days`` days, and empty at most ``limit`` old outbox rows kept for their
+        subject; returns how many rows were deleted or emptied. Kept: pending rows, reactions
+        (a Matrix redaction of a reaction is resolved through its inbox row) and outbox rows
+        with a subject (replies and reactions to an idea card map through them), emptied."""
         before = self.now - timedelta(days=days)
         inbox = list(
             self.s.execute(
@@ -689,7 +692,28 @@ class PrivacyService:
         )
         if outbox:
             self.s.execute(delete(OutboxMessage).where(col(OutboxMessage.id).in_(outbox)))
-        return len(inbox) + len(outbox)
+        # The rows kept for their subject lose their content (the subject stays): an old idea
+        # card needs no text, and erasure need not search it for a name.
+        kept = list(
+            self.s.execute(
+                select(col(OutboxMessage.id), col(OutboxMessage.message))
+                .where(
+                    col(OutboxMessage.created_at) < before,
+                    col(OutboxMessage.status).in_(FINISHED_OUTBOX),
+                    col(OutboxMessage.subject).is_not(None),
+                    col(OutboxMessage.trimmed_at).is_(None),
+                )
+                .order_by(col(OutboxMessage.created_at))
+                .limit(limit)
+            )
+        )
+        for out_id, message in kept:
+            self.s.execute(
+                update(OutboxMessage)
+                .where(col(OutboxMessage.id) == out_id)
+                .values(message=_redacted_message(message), error=None, trimmed_at=self.now)
+            )
+        return len(inbox) + len(outbox) + len(kept)
 
 
 @dataclass(slots=True)

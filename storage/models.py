@@ -201,6 +201,8 @@ class OutboxMessage(SQLModel, table=True):
     # The message's subject ("contribution:12"), copied from it at insert: replies and
     # reactions map to it, so retention keeps rows that have one.
     subject: str | None = Field(default=None, max_length=64)
+    # When retention emptied this row (kept for its subject only; bot.privacy.prune).
+    trimmed_at: datetime | None = None
     # The delivery runtime's claim (bot.delivery): the worker sending this row and until when;
     # another worker takes the row only once the lease has expired.
     claimed_by: str | None = Field(default=None, max_length=64)

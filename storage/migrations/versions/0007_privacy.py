@@ -140,6 +140,9 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("subject", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True)
         )
+        batch_op.add_column(
+            sa.Column("trimmed_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True)
+        )
         batch_op.create_index(
             "ix_outboxmessage_platform_chat", ["platform", "chat_id"], unique=False
         )
@@ -152,6 +155,7 @@ def downgrade() -> None:
     with op.batch_alter_table("outboxmessage", schema=None) as batch_op:
         batch_op.drop_index("ix_outboxmessage_created_at")
         batch_op.drop_index("ix_outboxmessage_platform_chat")
+        batch_op.drop_column("trimmed_at")
         batch_op.drop_column("subject")
 
     with op.batch_alter_table("inboxevent", schema=None) as batch_op:
