@@ -329,3 +329,21 @@ async def test_two_pacers_share_the_accounts_pace_through_the_database(db_url) -
     assert len(stamps) == 120
     assert max_window(stamps) <= 20
     assert (len(stamps) - 1) / (max(stamps) - min(stamps)) >= 0.9 * 20
+
+
+async def test_the_pacer_keeps_its_own_spacing_when_the_shared_slots_fail() -> None:
+    class Down:
+        async def take(self, span: float, now: float) -> float:
+            raise ConnectionError("database unreachable")
+
+    time = FakeTime()
+    pacer = AccountPacer(10.0, Down(), clock=time, sleep=time.sleep)
+    stamps: list[float] = []
+
+    async def sends() -> None:
+        for _ in range(30):
+            await pacer.acquire(REPLY)
+            stamps.append(time.now)
+
+    await time.run(sends())
+    assert len(stamps) == 30 and max_window(stamps) <= 10

@@ -23,11 +23,14 @@ import contextlib
 import contextvars
 import heapq
 import itertools
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 REPLY = 0
 BROADCAST = 1
@@ -139,6 +142,7 @@ class AccountPacer:
         self.rate = rate
         self.interval = 1.0 / (rate * headroom)
         self.slots = slots or MemorySlots()
+        self._fallback = MemorySlots()
         self.batch = max(1, batch)
         self.tolerance = tolerance
         self.clock, self.sleep = clock, sleep
@@ -171,7 +175,13 @@ class AccountPacer:
             if self._granted:
                 return self._granted.popleft()
             span = self.interval * self.batch
-            start = await self.slots.take(span, self.clock())
+            try:
+                start = await self.slots.take(span, self.clock())
+            except Exception:
+                # The shared pace is out of reach (database down): keep this worker's own
+                # spacing meanwhile rather than stalling every send.
+                log.warning("shared send slots unavailable; pacing locally", exc_info=True)
+                start = await self._fallback.take(span, self.clock())
             self._granted.extend(start + i * self.interval for i in range(self.batch))
 
     def _pop_waiter(self, now: float) -> asyncio.Future[None] | None:

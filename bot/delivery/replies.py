@@ -134,7 +134,7 @@ class OutboxSender:
 
     def _done(self, job: Job, outcome: Outcome) -> None:
         outbox_id = int(job.tag)
-        self.held.pop(outbox_id, None)
+        # The row stays held (its lease renewed) until its settlement is written.
         self._per_chat[job.chat_id] -= 1
         if self._per_chat[job.chat_id] <= 0:
             del self._per_chat[job.chat_id]
@@ -162,6 +162,8 @@ class OutboxSender:
             self._settled[:0] = rows  # kept for the next round
             self._unreachable |= chats
             raise
+        for row in rows:
+            self.held.pop(row.outbox_id, None)
         return len(rows)
 
     async def _settle_loop(self, stop: asyncio.Event) -> None:
