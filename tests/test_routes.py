@@ -179,7 +179,9 @@ def _send(app, dispatcher: Dispatcher, chat: Chat, route: Route, path: str):  # 
         card = chat.message_id_of(("contribution", 1))
         return chat.send("Une réponse à la carte", reply_to=card)
     if path == "reaction":
-        return chat.react(chat.message_id_of(("contribution", 1)), "👍")
+        # 👍 on an idea card supports it (ideas); 👎 disagrees with it (legible, issue 15).
+        key = "👎" if route.name == "sort_reaction" else "👍"
+        return chat.react(chat.message_id_of(("contribution", 1)), key)
     if path == "file":
         return chat.send_file("c.yaml", b"slug: x\n")
     raise AssertionError(path)
@@ -265,7 +267,7 @@ def test_wrong_arguments_get_the_usage_and_change_nothing(app, chat, line: str) 
     alice = chat("alice", language="fr")
     command = line.split()[0]
     replies = alice.send(line)
-    assert replies.text.startswith("Utilisation : " + command) or replies.text.startswith(
+    assert replies.text.startswith("Utilisation\u202f: " + command) or replies.text.startswith(
         "Usage: " + command
     ), replies.text
     english = chat("bob", language="en").send(line)
