@@ -228,3 +228,57 @@ def test_take_over_clears_every_lease_for_a_restarted_single_worker(db) -> None:
     assert restarted.claim("fake") == []
     assert restarted.take_over("fake") == 2
     assert [c.outbox_id for c in restarted.claim("fake")] == ids
+
+
+class HungChannel:
+    """A worker whose sends never come back (its process froze, then died)."""
+
+    platform = "fake"
+    capabilities = Capabilities()
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def send(self, message: OutboundMessage, *, key: str) -> Sent:
+        self.calls += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_dead_workers_rows_are_sent_by_another_after_its_lease(db_url, clock) -> None:
+    apps = [make_app(db_url, clock), _attach(db_url, clock)]
+    runtimes = [Runtime(app, workers=1) for app in apps]
+    log: list[tuple[str, str, str]] = []
+    try:
+        rows = [(f"c{n % 3}", f"{n % 3}:{n // 3}") for n in range(12)]
+        add_replies(apps[0].db, rows)
+        hung = HungChannel()
+        dead = OutboxSender(runtimes[0], hung, lease=0.5)  # type: ignore[arg-type]
+        # It claims and starts sending, then never renews nor settles anything (it died).
+        assert await dead.claim() == 12
+        for _ in range(100):
+            if hung.calls >= 3:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        assert hung.calls == 3  # one in flight per chat, stuck
+        alive = OutboxSender(runtimes[1], SlowChannel(log), lease=0.5)  # type: ignore[arg-type]
+        alive.take_over = False  # several workers: no take-over, the leases must expire
+        assert await alive.claim() == 0  # the dead worker's lease still holds
+        stop = asyncio.Event()
+        task = asyncio.create_task(alive.run(stop, idle=0.1))
+        for _ in range(200):
+            if len(log) >= 12:
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+        await dead.lanes.stop(grace=0)
+    finally:
+        for rt in runtimes:
+            rt.close()
+        for app in apps:
+            app.close()
+    for c in range(3):
+        assert [t for _k, chat, t in log if chat == f"c{c}"] == [f"{c}:{n}" for n in range(4)]
+    assert len(log) == 12
