@@ -8,11 +8,19 @@ is turned off for every text so a ``$`` is shown as written.
 from __future__ import annotations
 
 import io
+import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MAX_BARS = 10
 LABEL_CHARS = 48
+# Characters of a title line at 12 pt across the 9-inch figure.
+TITLE_CHARS = 90
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,19 +34,38 @@ def shorten(text: str, limit: int = LABEL_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
+def title_lines(title: str, width: int = TITLE_CHARS, most: int = 3) -> list[str]:
+    """The title wrapped on words into at most ``most`` lines of ``width`` characters."""
+    lines = textwrap.wrap(re.sub(r"[ \t\r\n]+", " ", title).strip(), width) or [""]
+    if len(lines) > most:
+        lines = [*lines[: most - 1], shorten(" ".join(lines[most - 1 :]), width)]
+    return lines
+
+
 def bar_chart(title: str, bars: Sequence[Bar], *, xlabel: str, empty: str) -> bytes:
     """Horizontal bars, the largest on top. ``empty`` is shown when there is nothing to plot."""
+    fig = bar_figure(title, bars, xlabel=xlabel, empty=empty)
+    out = io.BytesIO()
+    fig.savefig(out, format="png")
+    return out.getvalue()
+
+
+def bar_figure(title: str, bars: Sequence[Bar], *, xlabel: str, empty: str) -> Figure:
+    """The chart's figure (laid out, not yet rendered)."""
     # Imported here: matplotlib takes a second to import, and only the closing needs it.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     bars = list(bars)[:MAX_BARS]
-    height = 1.6 + 0.45 * max(len(bars), 2)
+    lines = title_lines(title)
+    height = 1.6 + 0.45 * max(len(bars), 2) + 0.25 * (len(lines) - 1)
     fig = Figure(figsize=(9, height), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    title_text = ax.set_title(shorten(title, 80), fontsize=12, loc="left")
+    # The figure's title, left-aligned on the figure (not over the axes, which start after the
+    # bar labels and clipped a long title), wrapped on whole words.
+    title_text = fig.suptitle("\n".join(lines), fontsize=12, x=0.01, ha="left")
     title_text.set_parse_math(False)
     if not bars:
         ax.set_axis_off()
@@ -57,6 +84,4 @@ def bar_chart(title: str, bars: Sequence[Bar], *, xlabel: str, empty: str) -> by
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png")
-    return out.getvalue()
+    return fig

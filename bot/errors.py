@@ -115,3 +115,14 @@ class SlugTaken(DomainError):
         "another slug, or replace that consultation on purpose with `parlons consultation "
         "import --replace`. Nothing was changed."
     )
+
+
+class NothingToConfirm(DomainError):
+    msgid = N_(
+        "There is nothing to confirm right now. To take part, type /participate: I will ask "
+        "you the questions one by one and show you your contribution before publishing it."
+    )
+
+
+class NoSuchPage(DomainError):
+    msgid = N_("There is no page {n}: pages go from 1 to {total}.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gettext as _gettext
 import io
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -42,6 +43,30 @@ def negotiate(hint: str | None, default: str = DEFAULT) -> str:
     return default
 
 
+NNBSP = "\u202f"  # narrow no-break space
+_FR_RULES = (
+    # A space (ordinary or no-break) before ; : ! ? becomes a narrow no-break space.
+    (re.compile(r"[ \u00a0]+([;:!?])"), NNBSP + r"\1"),
+    # No space at all before ; ! ? ending a word: one is added (a colon is left alone: 10:00,
+    # https://, c7:…).
+    (re.compile(r"(?<=[\w»)])([;!?])(?=\s|$)"), NNBSP + r"\1"),
+    # Inside « »: narrow no-break spaces, whatever was typed.
+    (re.compile(r"«[ \u00a0]*"), "«" + NNBSP),
+    (re.compile(r"[ \u00a0]*»"), NNBSP + "»"),
+    # The typewriter apostrophe inside a word (l'idée, aujourd'hui, d'{name}).
+    (re.compile(r"(?<=\w)'(?=[\w{])"), "’"),
+)
+
+
+def typeset_fr(text: str) -> str:
+    """French typography for the catalog's own strings (never for user text, which is inserted
+    into them afterwards): narrow no-break spaces before ; : ! ? and inside « », typographic
+    apostrophes."""
+    for pattern, replacement in _FR_RULES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 @cache
 def _catalog(locale: str) -> _gettext.NullTranslations:
     po_path = LOCALES_DIR / locale / "LC_MESSAGES" / f"{DOMAIN}.po"
@@ -49,6 +74,12 @@ def _catalog(locale: str) -> _gettext.NullTranslations:
         return _gettext.NullTranslations()
     with po_path.open("rb") as fh:
         catalog = read_po(fh, locale=locale)
+    if locale == "fr":
+        for message in catalog:
+            if isinstance(message.string, str):
+                message.string = typeset_fr(message.string)
+            elif message.string:
+                message.string = tuple(typeset_fr(s) for s in message.string)
     buf = io.BytesIO()
     write_mo(buf, catalog)
     buf.seek(0)
@@ -87,17 +118,25 @@ def N_(message: str) -> str:
 _ = gettext
 
 
-def fmt_date(value: datetime, tz: str | None = None) -> str:
-    return format_date(_to_tz(value, tz), format="medium", locale=Locale.parse(_current.get()))
+def fmt_date(value: datetime, tz: str) -> str:
+    """Medium date in the given time zone: "1er sept. 2019" / "Sep 1, 2019"."""
+    return _date(_to_tz(value, tz), _current.get())
 
 
-def fmt_datetime(value: datetime, tz: str | None = None) -> str:
-    """Medium date and short time: "19 août 2019, 10:00" / "Aug 19, 2019, 10:00 AM"."""
+def _date(local: datetime, locale: str) -> str:
+    text = format_date(local, format="medium", locale=Locale.parse(locale))
+    if locale == "fr" and local.day == 1 and text.startswith("1 "):
+        text = "1er" + text[1:]  # French ordinal for the first of the month
+    return text
+
+
+def fmt_datetime(value: datetime, tz: str) -> str:
+    """Medium date and short time in the given time zone: "19 août 2019, 10:00" /
+    "Aug 19, 2019, 10:00 AM"."""
     local = _to_tz(value, tz)
-    locale = Locale.parse(_current.get())
+    locale = _current.get()
     return "{}, {}".format(
-        format_date(local, format="medium", locale=locale),
-        format_time(local, format="short", locale=locale),
+        _date(local, locale), format_time(local, format="short", locale=Locale.parse(locale))
     )
 
 

@@ -220,22 +220,18 @@ def test_chat_upload_gives_the_same_refusals_translated(mapp, tmp_path):  # noqa
     admin = chats(mapp)(ADMIN, language="fr")
     before = [c.document for c in rows(mapp, Consultation)]
     replies = admin.send_file("v2.yaml", _without_reussites(tmp_path).read_bytes())
-    assert (
-        tr(
-            "fr",
-            errors.QuestionsWithContributionsLeftOut.msgid,
-            questions="“reussites” (2)",
-        )
-        in replies.text
-    )
+    # Compared without French typography's no-break spaces (rendered at run time).
+    refusal = tr("fr", errors.QuestionsWithContributionsLeftOut.msgid, questions="“reussites” (2)")
+    assert _plain(refusal) in _plain(replies.text)
     assert replies.actions() == []
     other = _file(
         tmp_path, "other.yaml", title="Budget participatif 2020", questions=[NEW_QUESTION]
     )
     replies = admin.send_file("other.yaml", other.read_bytes())
-    assert "appartient à une autre consultation" in replies.text
-    assert "« Les nouvelles formes de gouvernance" in replies.text
+    assert "appartient à une autre consultation" in _plain(replies.text)
+    assert "« Les nouvelles formes de gouvernance" in _plain(replies.text)
     assert replies.actions() == []
     replies = admin.send_file("seed.yaml", SEED.read_bytes())
-    assert "est inchangée : rien à appliquer" in replies.text and replies.actions() == []
+    assert "est inchangée : rien à appliquer" in _plain(replies.text)
+    assert replies.actions() == []
     assert [c.document for c in rows(mapp, Consultation)] == before

@@ -289,7 +289,11 @@ def test_my_contributions_edit_and_withdraw(app, chat):
     replies = alice.send("/mine")
     assert replies.subjects() == [("contribution", 1), ("contribution", 2)]
     alice.press("medit:1")
-    replies = alice.send("Version corrigée")
+    replies = alice.send("Version corrigée")  # a preview first (issue 13.6), nothing applied
+    assert replies.actions() == ["ok", "redo", "cancel"]
+    assert "Version corrigée" in replies.text
+    assert "Première version" in chat("bob", language="en", buttons=True).send("/ideas 1 new").text
+    replies = alice.press("ok")
     assert tr("en", "Your contribution #{id} is updated.", id=1) in replies.text
     alice.send("/mine")
     alice.press("mdel:2")

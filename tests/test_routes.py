@@ -267,7 +267,7 @@ def test_wrong_arguments_get_the_usage_and_change_nothing(app, chat, line: str) 
     alice = chat("alice", language="fr")
     command = line.split()[0]
     replies = alice.send(line)
-    assert replies.text.startswith("Utilisation : " + command) or replies.text.startswith(
+    assert replies.text.startswith("Utilisation\u202f: " + command) or replies.text.startswith(
         "Usage: " + command
     ), replies.text
     english = chat("bob", language="en").send(line)

@@ -69,7 +69,7 @@ def about(ctx: Ctx) -> Reply:
         return ctx.reply(rt, (*rows, (views.back_to_menu(),)))
     n = int(ctx.args[0])
     if not 1 <= n <= len(pages):
-        raise errors.DomainError()
+        raise errors.NoSuchPage(n=n, total=len(pages))
     page = pages[n - 1]
     rt = (
         RichText()

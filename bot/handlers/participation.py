@@ -12,7 +12,7 @@ from bot.domain import ConsultationInfo
 from bot.handlers import similar, views
 from bot.i18n import N_
 from bot.i18n import gettext as _
-from bot.messages import Button, OutboundMessage, RichText, b, i
+from bot.messages import Button, CommandMessage, OutboundMessage, RichText, b, i
 from bot.params import YES, Choice, Int
 from bot.router import Chats, Ctx, Reply, Router, State
 from bot.services import require
@@ -42,9 +42,12 @@ def _next_question(ctx: Ctx, info: ConsultationInfo, start: int = 0) -> int | No
 
 
 def _draft(ctx: Ctx) -> dict[str, Any]:
-    """The contribution being previewed; a button of an old preview is stale."""
+    """The contribution being previewed; a button of an old preview is stale, a typed
+    /confirm with nothing previewed says so and how to take part."""
     draft = ctx.data("draft")
     if ctx.state != State.CONFIRMING or not draft:
+        if isinstance(ctx.event.payload, CommandMessage):
+            raise errors.NothingToConfirm()
         raise errors.StaleAction()
     return dict(draft)
 
@@ -70,13 +73,21 @@ def _ask(ctx: Ctx, info: ConsultationInfo, index: int, lead: str | None = None) 
 
 
 def _preview(ctx: Ctx, info: ConsultationInfo, draft: dict) -> OutboundMessage:
-    n = info.question_index(draft["question_id"]) + 1
-    rt = (
-        RichText()
-        .p(_("Your contribution to question {n}:").format(n=n))
-        .quote(draft["text"])
-        .p(_("Publish it?"))
-    )
+    if draft.get("edit"):  # the new version of a published contribution (/editidea)
+        rt = (
+            RichText()
+            .p(_("The new version of your contribution #{id}:").format(id=draft["edit"]))
+            .quote(draft["text"])
+            .p(_("Replace the current version with it?"))
+        )
+    else:
+        n = info.question_index(draft["question_id"]) + 1
+        rt = (
+            RichText()
+            .p(_("Your contribution to question {n}:").format(n=n))
+            .quote(draft["text"])
+            .p(_("Publish it?"))
+        )
     if info.settings.premoderation:
         rt = rt.p(i(_("A moderator will review it before it is published.")))
     # Similar published ideas, each with "support it instead" (issue 15, bot.handlers.similar).
@@ -163,6 +174,8 @@ def answering(ctx: Ctx) -> Reply:
 def confirm(ctx: Ctx) -> Reply:
     draft = _draft(ctx)
     info = _open_info(ctx)
+    if draft.get("edit"):
+        return _apply_edit(ctx, info, int(draft["edit"]), draft["text"])
     row = ctx.services.participation.submit_contribution(
         info, draft["question_id"], ctx.citizen, draft["text"]
     )
@@ -191,6 +204,12 @@ def confirm(ctx: Ctx) -> Reply:
 def redo(ctx: Ctx) -> Reply:
     draft = _draft(ctx)
     info = _open_info(ctx)
+    if draft.get("edit"):
+        ctx.set_state(State.EDITING, target=int(draft["edit"]), draft=None)
+        return ctx.reply(
+            RichText().p(_("Write the new version of your contribution.")),
+            ((Button("✖ " + _("Cancel"), pack("cancel")),),),
+        )
     return _ask(
         ctx,
         info,
@@ -304,8 +323,19 @@ def editing(ctx: Ctx) -> Reply:
     target = ctx.data("target")
     if not isinstance(target, int):
         raise errors.StaleAction()
-    row = ctx.services.participation.edit_contribution(info, target, ctx.citizen, ctx.text)
-    ctx.set_state(State.IDLE, target=None)
+    # Checked now (own, not hidden, length), applied only once confirmed after the preview.
+    row = ctx.services.participation.own(info, target, ctx.citizen)
+    if row.status == "hidden":
+        raise errors.ContributionNotAvailable(id=target)
+    text = ctx.services.participation.check_text(info, ctx.text)
+    draft = {"edit": target, "question_id": row.question_id, "text": text}
+    ctx.set_state(State.CONFIRMING, target=None, draft=draft)
+    return _preview(ctx, info, draft)
+
+
+def _apply_edit(ctx: Ctx, info: ConsultationInfo, target: int, text: str) -> Reply:
+    row = ctx.services.participation.edit_contribution(info, target, ctx.citizen, text)
+    ctx.set_state(State.IDLE, target=None, draft=None)
     return ctx.reply(
         RichText().p(_("Your contribution #{id} is updated.").format(id=row.id)),
         ((Button("🗂 " + _("My contributions"), pack("mine")), views.back_to_menu()),),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from bot import errors
 from bot.actions import pack
 from bot.handlers import views
 from bot.i18n import N_, fmt_datetime
@@ -100,6 +101,14 @@ def gate_reply(ctx: Ctx, resume: str | None) -> OutboundMessage:
     return notice(ctx, _("Before you take part, please read and accept how your data is used."))
 
 
+def _zone(ctx: Ctx) -> str:
+    """The consultation's time zone (dates are shown in it), UTC without a consultation."""
+    try:
+        return ctx.consultation().timezone
+    except errors.NoConsultation:
+        return "UTC"
+
+
 @router.action(
     "pv",
     command="privacy",
@@ -110,7 +119,11 @@ def privacy(ctx: Ctx) -> Reply:
     if when is None:
         return notice(ctx)
     rt = notice_text(ctx).p(
-        i(_("You accepted this notice on {date}.").format(date=fmt_datetime(when, "UTC")))
+        i(
+            _("You accepted this notice on {date}.").format(
+                date=fmt_datetime(when, _zone(ctx))
+            )
+        )
     )
     return ctx.reply(rt)
 

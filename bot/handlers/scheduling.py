@@ -83,6 +83,8 @@ def subscription_offer(ctx: Ctx, info: ConsultationInfo) -> list[OutboundMessage
     private only). Appended to the /start card."""
     if not ctx.private or ctx.citizen.id is None:
         return []
+    if info.phase(ctx.now) in (Phase.CLOSED, Phase.ARCHIVED):
+        return []  # no reminders of a closing that is past (issue 13.6)
     if _sched(ctx).subscription(ctx.citizen.id, info.id) is not None:
         return []
     rt = RichText().p(
@@ -267,6 +269,30 @@ def announce(ctx: Ctx) -> Reply:
             )
         )
     service = BroadcastService(ctx.repos, ctx.now, admins=ctx.dispatcher.admins)
+    if not service.news_audience(info):
+        # Say why nobody would receive it, and how to change that; nothing is recorded.
+        return ctx.reply(
+            RichText()
+            .p(
+                _(
+                    "Nobody would receive this announcement: no citizen has subscribed to the "
+                    "news of this consultation yet, and it has no announcement channel. "
+                    "Nothing was sent."
+                )
+            )
+            .li(
+                _(
+                    "Citizens subscribe with /reminders on (it is offered after /start in a "
+                    "private chat)."
+                )
+            )
+            .li(
+                _(
+                    "To add an announcement channel, add the bot to a group or room and type "
+                    "/announce_here there."
+                )
+            )
+        )
     broadcast_id = service.announcement(info, texts, default=ctx.locale, by=ctx.citizen.id)
     total = _sched(ctx).counts([broadcast_id])[broadcast_id].total
     return ctx.reply(
