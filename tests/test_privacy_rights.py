@@ -137,8 +137,14 @@ def _text_columns(conn):  # type: ignore[no-untyped-def]
             if isinstance(kind, String | Text | JSON) or "JSON" in str(kind).upper():
                 columns.append((table, column["name"]))
             else:
-                # No other place for text: binary columns hold files (the results' charts).
-                assert not isinstance(kind, LargeBinary) or table == "broadcast_file", table
+                # No other place for text: binary columns hold files (the results' charts) and
+                # SQLite's full-text index of the ideas (FTS5 shadow tables of idea_fts: stems
+                # of contribution texts, which erasure keeps).
+                assert (
+                    not isinstance(kind, LargeBinary)
+                    or table == "broadcast_file"
+                    or table.startswith("idea_fts_")
+                ), table
     assert ("citizen", "platform_user_id") in columns and ("inboxevent", "event") in columns
     return columns
 
