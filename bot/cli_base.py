@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -74,8 +75,14 @@ def check_schema(db: Database, *, outdated_ok: bool = False) -> None:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    with db.engine.connect() as conn:
-        current = set(MigrationContext.configure(conn).get_current_heads())
+    quiet = logging.getLogger("alembic.runtime.migration")
+    level = quiet.level
+    quiet.setLevel(max(level, logging.WARNING))  # reading the revision is not news
+    try:
+        with db.engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+    finally:
+        quiet.setLevel(level)
     script = ScriptDirectory.from_config(db.alembic_config())
     heads = set(script.get_heads())
     if current == heads:
