@@ -450,6 +450,11 @@ class BroadcastOutbox:
                     caps,
                     typed,
                 )
+            elif broadcast.kind == "answer":
+                # An idea's official answer, to its supporters (bot.answers, issue 15).
+                from bot.answers import answer_notice
+
+                parts = [answer_notice(info, broadcast.payload, author=False)]
             else:
                 raise ValueError(f"unknown broadcast kind {broadcast.kind!r}")
         rendered = tuple(parts)

@@ -184,7 +184,8 @@ def _compute(votes: Votes, *, seed: int, min_votes: int) -> Groups:
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.permutation(len(keep))[: min(SILHOUETTE_SAMPLE, len(keep))])
     best: tuple[float, Any] | None = None
-    for k in range(2, min(MAX_GROUPS, len(sample) - 1) + 1):
+    distinct = len(np.unique(points[sample].round(9), axis=0))
+    for k in range(2, min(MAX_GROUPS, distinct, len(sample) - 1) + 1):
         model = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(points[sample])
         if len(np.unique(model.labels_)) < 2:
             continue

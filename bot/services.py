@@ -352,6 +352,10 @@ def published_contribution(
     row = repos.contributions.get(contribution_id)
     if row is None or (info is not None and row.consultation_id != info.id):
         raise errors.UnknownContribution(id=contribution_id)
+    if row.status == "merged":
+        from bot.answers import merged_error  # the target of a merged duplicate (issue 15)
+
+        raise merged_error(repos, contribution_id)
     if row.status != "published":
         raise errors.ContributionNotAvailable(id=contribution_id)
     return row

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from bot.handlers import (
     admin,
+    answers,
     guards,
     ideas,
     legible,
@@ -30,6 +31,7 @@ def build_dispatcher(
             legible.router,
             scheduling.router,
             moderation.router,
+            answers.router,
             privacy.router,
             admin.router,
         ],

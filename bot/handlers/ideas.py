@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from bot import errors
 from bot.actions import pack
+from bot.answers import answer_block
 from bot.domain import ConsultationInfo
 from bot.handlers import views
 from bot.i18n import N_, fmt_datetime, ngettext
@@ -22,8 +23,9 @@ from bot.messages import (
     b,
     i,
 )
+from bot.moderation import ModerationService
 from bot.params import Choice, Int, Page, Text
-from bot.router import Chats, Ctx, Reply, Router, State
+from bot.router import Chats, Ctx, Reply, Role, Router, State
 from bot.services import published_contribution
 from storage.repositories import ContributionRow
 
@@ -38,6 +40,16 @@ ORDER_SPELLINGS = {
 }
 MAX_QUESTIONS = 1000
 SUPPORT_REACTIONS = {"👍", "👍️", "+1", "👍🏻", "👍🏼", "👍🏽", "👍🏾", "👍🏿", "❤️", "✅"}
+
+
+def _moderates(ctx: Ctx, info: ConsultationInfo) -> bool:
+    """Whether the viewer moderates this consultation (a reading route's role stays citizen)."""
+    if ctx.role >= Role.MODERATOR:
+        return True
+    ev = ctx.event.context
+    return info.id in ModerationService(ctx.repos, ctx.now, ctx.dispatcher.settings).moderated(
+        ev.platform, ev.user_id
+    )
 
 
 def _idea_message(
@@ -63,8 +75,14 @@ def _idea_message(
             tuple(btn for btn in r if btn.action and not btn.action.startswith(("sup:", "uns:")))
             for r in keyboard
         )
+    if _moderates(ctx, info):
+        # Moderators answer an idea from its card (bot.handlers.answers).
+        keyboard = (*keyboard, (Button("📣 " + _("Official answer"), pack("ans", row.id)),))
+    text = views.idea_text(row, info, ctx.locale)
+    # The idea's official answer, if the moderators gave one (issue 15).
+    text = text + answer_block(ctx.repos.answers.answer(row.id))
     return ctx.reply(
-        views.idea_text(row, info, ctx.locale),
+        text,
         keyboard,
         edit=edit,
         notice=notice,

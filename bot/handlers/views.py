@@ -106,6 +106,7 @@ def status_name(status: str) -> str:
         "pending": _("awaiting moderation"),
         "hidden": _("hidden by moderation"),
         "withdrawn": _("withdrawn"),
+        "merged": _("merged into another idea"),
     }
     return names.get(status, status)
 
