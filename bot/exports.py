@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from bot.domain import ConsultationInfo
 from bot.results import neutralise
 from bot.services import Services
 from storage.models import Citizen, Comment, Contribution, Question, Support
+from storage.repositories_sources import by_source
 
 FORMAT = "parlons-open-data/1"
 CONTRIBUTION_COLUMNS = (
@@ -43,6 +44,8 @@ CONTRIBUTION_COLUMNS = (
     "updated_at",
 )
 COMMENT_COLUMNS = ("comment_id", "contribution_id", "author", "text", "status", "created_at")
+# Deep-link sources: "" is direct (no source in the link the citizen first opened).
+SOURCE_COLUMNS = ("source", "visitors", "participants", "contributions")
 EXPORTED_CONTRIBUTIONS = ("published", "hidden")
 EXPORTED_COMMENTS = ("published", "hidden")
 
@@ -63,6 +66,7 @@ class OpenData:
     questions: list[dict[str, Any]]
     contributions: list[dict[str, Any]]
     comments: list[dict[str, Any]]
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ formats
 
@@ -78,6 +82,7 @@ class OpenData:
             "questions": clean(self.questions),
             "contributions": clean(self.contributions),
             "comments": clean(self.comments),
+            "sources": clean(self.sources),
         }
 
     def to_json(self) -> bytes:
@@ -99,6 +104,9 @@ class OpenData:
     def comments_csv(self) -> bytes:
         return self._csv(COMMENT_COLUMNS, self.comments)
 
+    def sources_csv(self) -> bytes:
+        return self._csv(SOURCE_COLUMNS, self.sources)
+
     def statistics_csv(self) -> bytes:
         rows = [{"name": k, "value": v} for k, v in self.statistics.items()]
         return self._csv(("name", "value"), rows)
@@ -110,6 +118,7 @@ class OpenData:
             (f"{slug}-contributions.csv", "text/csv", self.contributions_csv()),
             (f"{slug}-comments.csv", "text/csv", self.comments_csv()),
             (f"{slug}-statistics.csv", "text/csv", self.statistics_csv()),
+            (f"{slug}-sources.csv", "text/csv", self.sources_csv()),
             (f"{slug}.json", "application/json", self.to_json()),
         ]
 
@@ -225,4 +234,13 @@ def build_export(services: Services, info: ConsultationInfo) -> OpenData:
         ],
         contributions=contributions,
         comments=comment_rows,
+        sources=[
+            {
+                "source": row.source or "",
+                "visitors": row.visitors,
+                "participants": row.participants,
+                "contributions": row.contributions,
+            }
+            for row in by_source(s, info.id)
+        ],
     )

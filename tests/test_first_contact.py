@@ -328,3 +328,80 @@ def test_french_typography_of_the_catalog_and_numbers() -> None:
     for text in _catalog("fr")._catalog.values():  # type: ignore[attr-defined]
         for value in text if isinstance(text, tuple) else (text,):
             assert not re.search(r"[ \u00a0][:;!?]|\w'\w|« | »", value), value
+
+
+# --------------------------------------------------------------------------- 13.8 sources
+
+
+@pytest.fixture
+def any_mapp(db_url, clock, tmp_path):  # type: ignore[no-untyped-def]
+    app = make_app(
+        db_url, clock, admins=[f"console:{ADMIN}"], privacy_dir=str(tmp_path / "privacy")
+    )
+    yield app
+    app.close()
+
+
+def _sources_scenario(app: Any) -> None:
+    def visitor(user: str, source: str | None = None) -> Chat:
+        chat = Chat(app.engine, user=user, language="en")
+        chat.send("/start ville-intelligente" + (f"-{source}" if source else ""))
+        return chat
+
+    poster1, poster2 = visitor("p1", "affiche"), visitor("p2", "affiche")
+    radio = visitor("r1", "radio")
+    visitor("p3", "affiche")  # a visitor who does nothing
+    visitor("d1")  # direct
+    publish(poster1, "Idée de l'affiche", "Une autre idée de l'affiche")
+    publish(radio, "Idée de la radio")
+    poster2.send("/support 3")
+    radio.send("/start ville-intelligente-affiche")  # a later visit keeps the first source
+    Chat(app.engine, user="x1", language="en").send("/comment 1 Un avis")  # no /start first
+
+
+def test_moderators_stats_break_visitors_down_by_source(any_mapp) -> None:  # type: ignore[no-untyped-def]
+    _sources_scenario(any_mapp)
+    admin = Chat(any_mapp.engine, user=ADMIN, language="en")
+    text = admin.send("/stats").text
+    assert "By source" in text
+    lines = [line for line in text.splitlines() if " — " in line and "visitor" in line]
+    assert lines[0].endswith("affiche — visitors: 3 · participants: 2 · contributions: 2"), lines
+    assert lines[1].endswith("radio — visitors: 1 · participants: 1 · contributions: 1"), lines
+    assert "direct (no source)" in lines[2], lines
+    # Citizens see the public figures only.
+    citizen = Chat(any_mapp.engine, user="p1", language="en").send("/stats").text
+    assert "By source" not in citizen and "affiche" not in citizen
+    # In French, typeset.
+    assert "Par source" in Chat(any_mapp.engine, user=ADMIN, language="fr").send("/stats").text
+
+
+def test_the_export_has_a_sources_table(any_mapp) -> None:  # type: ignore[no-untyped-def]
+    import csv
+    import io
+    import json
+
+    from bot.exports import build_export
+    from bot.services import Services
+    from storage.repositories import Repos
+
+    _sources_scenario(any_mapp)
+    with any_mapp.db.session() as s:
+        services = Services(Repos(any_mapp.db, s), any_mapp.clock())
+        info = services.consultations.by_slug("ville-intelligente")
+        data = build_export(services, info)
+    files = {name: content for name, _mime, content in data.files()}
+    rows = list(csv.DictReader(io.StringIO(files["ville-intelligente-sources.csv"].decode()[1:])))
+    table = [(r["source"], r["visitors"], r["participants"], r["contributions"]) for r in rows]
+    # direct: d1 and x1 (x1 visited through its first event); x1 commented, so one participant
+    assert table == [
+        ("affiche", "3", "2", "2"),
+        ("radio", "1", "1", "1"),
+        ("", table[2][1], "1", "0"),
+    ]
+    document = json.loads(files["ville-intelligente.json"])
+    assert document["sources"][0] == {
+        "source": "affiche", "visitors": 3, "participants": 2, "contributions": 2,
+    }  # fmt: skip
+    stats = document["statistics"]
+    for key in ("visitors", "participants", "contributions"):
+        assert sum(r[key] for r in document["sources"]) == stats[key], key

@@ -57,6 +57,7 @@ def test_export_neutralises_formulas_in_csv_and_json(mapp):
     assert sorted(files) == [
         "ville-intelligente-comments.csv",
         "ville-intelligente-contributions.csv",
+        "ville-intelligente-sources.csv",
         "ville-intelligente-statistics.csv",
         "ville-intelligente.json",
     ]

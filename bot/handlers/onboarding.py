@@ -5,11 +5,12 @@ from __future__ import annotations
 from bot import errors
 from bot.actions import pack
 from bot.handlers import privacy, scheduling, views
-from bot.i18n import N_, SUPPORTED, language_name, set_locale
+from bot.i18n import N_, SUPPORTED, fmt_number, language_name, set_locale
 from bot.i18n import gettext as _
 from bot.messages import Button, OutboundMessage, RichText, b, i
 from bot.params import LANGUAGE_SPELLINGS, Choice, Page, Word
 from bot.router import Ctx, Reply, Role, Router, State
+from storage.repositories_sources import SourceFigures, by_source
 
 router = Router("onboarding")
 
@@ -103,7 +104,39 @@ def testimonials(ctx: Ctx) -> Reply:
 def stats(ctx: Ctx) -> Reply:
     info = ctx.consultation()
     figures = ctx.services.consultations.statistics(info)
-    return ctx.reply(views.statistics(info, figures, ctx.locale), ((views.back_to_menu(),),))
+    rt = views.statistics(info, figures, ctx.locale)
+    if ctx.role >= Role.MODERATOR and ctx.private:
+        # Moderators see more: where the visitors came from (deep links' sources).
+        rt = rt + _by_source(by_source(ctx.repos.session, info.id), info.slug)
+    return ctx.reply(rt, ((views.back_to_menu(),),))
+
+
+def _by_source(rows: list[SourceFigures], slug: str) -> RichText:
+    rt = RichText().p(b(_("By source")), " 🛡")
+    if not rows:
+        return rt.p(i(_("No visitor yet.")))
+    for row in rows:
+        name = row.source if row.source is not None else _("direct (no source)")
+        rt = rt.li(
+            b(name),
+            " — ",
+            _(
+                "visitors: {visitors} · participants: {participants} · "
+                "contributions: {contributions}"
+            ).format(
+                visitors=fmt_number(row.visitors),
+                participants=fmt_number(row.participants),
+                contributions=fmt_number(row.contributions),
+            ),
+        )
+    return rt.p(
+        i(
+            _(
+                "A citizen counts under the source of the link they first opened: "
+                "/start {slug}-poster (or ?start={slug}-poster) counts under “poster”."
+            ).format(slug=slug)
+        )
+    )
 
 
 @router.action("help", command="help", role_aware=True, help=N_("List the commands you can use"))
