@@ -174,7 +174,15 @@ class Lanes:
         try:
             while queue and not self._stopping.is_set():
                 job = queue[0]
-                outcome = await self._deliver(job)
+                try:
+                    outcome = await self._deliver(job)
+                except Exception:
+                    # A bug around the send (not the send's own outcome): keep the lane and
+                    # its order, try the same message again a little later.
+                    log.exception("lane %s failed; retrying %s", chat_id, job.key)
+                    if await self._nap(self.backoff.cap):
+                        break
+                    continue
                 if outcome is None:
                     break  # stopping: the job stays unsent
                 queue.popleft()
