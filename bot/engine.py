@@ -149,12 +149,15 @@ class Engine:
             with self.db.session() as session:
                 repos = Repos(self.db, session)
                 out: list[Delivery] = []
+                skipped: list[str] = []  # chats busy elsewhere: none of their events now
                 for inbox_id in ids:
                     # Marked done by the statement that takes it (one round trip), in this
                     # transaction; in chat order across workers (storage.inbox_claims).
-                    data = repos.inbox.take(inbox_id, self.clock())
+                    chat, data = repos.inbox.take(inbox_id, self.clock(), skipped)
                     if data is None:
-                        continue  # already processed (or its chat is being processed elsewhere)
+                        if chat is not None:
+                            skipped.append(chat)
+                        continue  # already processed, or its chat is being processed elsewhere
                     event = InboundEvent.from_json(data)
                     out.extend(self._run(repos, inbox_id, event, mark=False))
                 return out

@@ -6,8 +6,9 @@
   poller (Telegram answers 409 to a second consumer) and the Matrix sync, each under a
   session advisory lock per (platform, account) (``storage.leader``). When the leader dies its
   database session ends and the lock is free; another worker takes it at its next try (every
-  ``retry`` seconds), so failover takes a couple of seconds. Webhook mode needs no leader:
-  every worker serves the endpoint.
+  ``retry`` seconds) and starts polling ``1.5 × check`` seconds later (time for a leader cut
+  off from the database, but alive, to notice and stop): failover in about 5 s by default.
+  Webhook mode needs no leader: every worker serves the endpoint.
 - **SQLite**: one worker. ``parlons run`` holds an exclusive lock on a file next to the
   database and refuses to start a second worker on the same file.
 """
@@ -92,6 +93,13 @@ class Leader:
         while not stop.is_set():
             if not await self.leadership.acquire():
                 await _sleep(stop, self.retry)
+                continue
+            # A leader that lost its lock without dying (its session cut) notices within
+            # ``check`` seconds and stops its work: wait that long before starting ours, so
+            # that two workers never poll at once.
+            await _sleep(stop, self.check * 1.5)
+            if stop.is_set() or not await self.leadership.check():
+                await self.leadership.release()
                 continue
             self.terms += 1
             self._set(True)

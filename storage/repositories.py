@@ -552,10 +552,13 @@ class InboxRepo:
             stmt = stmt.where(text(inbox_claims.CHAT_LOCK)).with_for_update(skip_locked=True)
         return self.s.exec(stmt).first()
 
-    def take(self, inbox_id: int, now: datetime) -> dict[str, Any] | None:
-        """Mark a pending event done and return its JSON, in one statement (None if it is not
-        pending, or its chat is being processed by another worker): storage.inbox_claims."""
-        return inbox_claims.take(self.s, inbox_id, now)
+    def take(
+        self, inbox_id: int, now: datetime, skipped: list[str]
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        """Mark a pending event done and return (its chat key, its JSON), in one statement;
+        the JSON is None if it is not pending, or its chat is busy elsewhere or in
+        ``skipped``: storage.inbox_claims."""
+        return inbox_claims.take(self.s, inbox_id, now, skipped)
 
     def mark(self, inbox_id: int, status: str, now: datetime, error: str | None = None) -> None:
         _INBOX_MARK.run(
