@@ -57,7 +57,7 @@ class Param:
 
     def usage(self) -> str:
         label = gettext(self.label)
-        return f"[{label}]" if self.optional else label
+        return f"[{label}]" if self.optional and not label.startswith("[") else label
 
     def convert(self, token: str) -> Any:
         """The typed value of one token; BadArguments if it does not fit."""

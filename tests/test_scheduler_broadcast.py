@@ -85,8 +85,9 @@ def test_the_news_choice_is_offered_at_first_contact_until_made(world, buttons):
     assert "You receive the news" in alice.send("/reminders").text
     assert "you will not receive news" in alice.send("/reminders off").text
     assert "You do not receive the news" in alice.send("/reminders").text
-    replies = alice.send("/reminders maybe")  # not on/off: shows the state and the choice
-    assert "You do not receive the news" in replies.text
+    replies = alice.send("/reminders maybe")  # not on/off: the declared usage, nothing changes
+    assert "Usage: /reminders [on|off]" in replies.text
+    assert "You do not receive the news" in alice.send("/reminders").text
     # In a group, no personal offer.
     group = Chat(
         world.app.engine, user="bob", language="en", chat_type=ChatType.GROUP, chat_id="-5"
@@ -418,7 +419,7 @@ def test_bad_moderator_input_is_refused_and_changes_nothing(world, clock):
     assert "The announcement is empty" in admin.send("/announce [en]").text
     assert "4000 characters" not in admin.send("/announce " + "x" * 3600).text
     assert "limit is 3500" in admin.send("/announce " + "x" * 3600).text
-    assert "/close confirm" in admin.send("/close nonsense").text  # asks again
+    assert "Usage: /close [confirm]" in admin.send("/close nonsense").text
     assert "Usage: /extend" in admin.send("/extend").text
     assert "I could not read “tomorrow”" in admin.send("/extend tomorrow").text
     assert "I could not read “2019-09-10 25:00”" in admin.send("/extend 2019-09-10 25:00").text

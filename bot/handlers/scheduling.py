@@ -235,7 +235,8 @@ def parse_announcement(text: str, default: str) -> dict[str, str]:
 
 @router.command(
     "announce",
-    params=(Text("text", N_("[at DATE TIME] TEXT")),),
+    # Optional here: an empty announcement gets its own explanation from the handler.
+    params=(Text("text", N_("[at DATE TIME] TEXT"), optional=True),),
     help=N_("Send an announcement to subscribers and announcement channels, now or later"),
     role=Role.MODERATOR,
 )
