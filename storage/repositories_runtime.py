@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, text, update
 from sqlmodel import Session, col
 
 from storage.db import Database
@@ -208,15 +208,17 @@ class RuntimeRepo:
 
     # ------------------------------------------------------------------ shared pace
 
-    def take_slots(self, account: str, span: float, now: float) -> float:
+    def take_slots(self, account: str, span: float, now: float, max_ahead: float = 10.0) -> float:
         """Reserve ``span`` seconds of the account's send slots, from ``max(next_at, now)``;
-        returns where the reserved span starts (one ``UPDATE … RETURNING``)."""
+        returns where the reserved span starts (one ``UPDATE … RETURNING``). A ``next_at``
+        more than ``max_ahead`` seconds ahead (a worker whose clock was wrong) is not trusted:
+        the span starts now."""
+        ahead = col(SendPace.next_at)
         statement = (
             update(SendPace)
             .where(col(SendPace.account) == account)
             .values(
-                next_at=case((col(SendPace.next_at) > now, col(SendPace.next_at)), else_=now)
-                + span
+                next_at=case((and_(ahead > now, ahead < now + max_ahead), ahead), else_=now) + span
             )
             .returning(col(SendPace.next_at))
         )

@@ -347,3 +347,20 @@ async def test_the_pacer_keeps_its_own_spacing_when_the_shared_slots_fail() -> N
 
     await time.run(sends())
     assert len(stamps) == 30 and max_window(stamps) <= 10
+
+
+def test_a_shared_pace_left_far_ahead_by_a_wrong_clock_is_not_trusted(db_url) -> None:
+    from storage.repositories_runtime import RuntimeRepo
+
+    db = Database(db_url)
+    try:
+        with db.session() as session:
+            repo = RuntimeRepo(db, session)
+            assert repo.take_slots("telegram", 0.2, 1000.0) == 1000.0
+            assert repo.take_slots("telegram", 0.2, 1000.0) == pytest.approx(1000.2)
+            assert repo.take_slots("telegram", 0.2, 1000.1) == pytest.approx(1000.4)
+            # A worker an hour ahead took slots: the others do not wait an hour.
+            assert repo.take_slots("telegram", 0.2, 4600.0) == 4600.0
+            assert repo.take_slots("telegram", 0.2, 1000.5) == 1000.5
+    finally:
+        db.dispose()
