@@ -245,21 +245,45 @@ class ContributionRepo:
         row = _WITH_COUNTS.first(self.s, {"cid": contribution_id})
         return ContributionRow(*row) if row else None
 
-    def count_published(self, question_id: int) -> int:
-        return self.s.exec(
+    def count_published(self, question_id: int, upto: int | None = None) -> int:
+        """Published contributions of a question (with ``upto``: those numbered up to it)."""
+        stmt = (
             select(func.count())
             .select_from(Contribution)
             .where(Contribution.question_id == question_id, Contribution.status == PUBLISHED)
+        )
+        if upto is not None:
+            stmt = stmt.where(col(Contribution.id) <= upto)
+        return self.s.exec(stmt).one()
+
+    def browse_snapshot(self) -> BrowseSnapshot:
+        """The highest seen, support and contribution ids now: "discover" pages of one browse
+        are ordered as of this moment, so page 2 neither repeats page 1 nor skips ideas."""
+        row = self.s.exec(
+            select(
+                select(func.coalesce(func.max(Seen.id), 0)).scalar_subquery(),
+                select(func.coalesce(func.max(Support.id), 0)).scalar_subquery(),
+                select(func.coalesce(func.max(Contribution.id), 0)).scalar_subquery(),
+            )
         ).one()
+        return BrowseSnapshot(int(row[0]), int(row[1]), int(row[2]))
 
     def browse(
-        self, question_id: int, order: str, offset: int, limit: int, viewer_id: int
+        self,
+        question_id: int,
+        order: str,
+        offset: int,
+        limit: int,
+        viewer_id: int,
+        snapshot: BrowseSnapshot | None = None,
     ) -> list[ContributionRow]:
         """Published contributions of a question.
 
         ``top``: most supported first; ``new``: newest first; ``discover``: the ones this viewer
         has not been shown yet first (fewest supports first among them, so early ideas do not
-        take all the attention), then the rest by fewest supports."""
+        take all the attention), then the rest by fewest supports. With a ``snapshot``, the
+        discover order is the one of that moment (what was seen, the supports, the ideas then
+        published), so that paging through it shows each idea once."""
         supports, comments = _counts()
         stmt = select(Contribution, supports, comments).where(
             Contribution.question_id == question_id, Contribution.status == PUBLISHED
@@ -269,14 +293,32 @@ class ContributionRepo:
         elif order == "new":
             stmt = stmt.order_by(col(Contribution.id).desc())
         else:
+            seen_where: list[Any] = [
+                Seen.contribution_id == Contribution.id,
+                Seen.citizen_id == viewer_id,
+            ]
+            rank = supports
+            if snapshot is not None:
+                seen_where.append(col(Seen.id) <= snapshot.seen)
+                stmt = stmt.where(col(Contribution.id) <= snapshot.contribution)
+                rank = (
+                    select(func.count())
+                    .select_from(Support)
+                    .where(
+                        Support.contribution_id == Contribution.id,
+                        col(Support.id) <= snapshot.support,
+                    )
+                    .correlate(Contribution)
+                    .scalar_subquery()
+                )
             seen = (
                 select(literal(1))
                 .select_from(Seen)
-                .where(Seen.contribution_id == Contribution.id, Seen.citizen_id == viewer_id)
+                .where(*seen_where)
                 .correlate(Contribution)
                 .exists()
             )
-            stmt = stmt.order_by(seen.asc(), supports.asc(), col(Contribution.id).asc())
+            stmt = stmt.order_by(seen.asc(), rank.asc(), col(Contribution.id).asc())
         return [_row(r) for r in self.s.exec(stmt.offset(offset).limit(limit)).all()]
 
     def mark_seen(self, citizen_id: int, contribution_ids: list[int], now: datetime) -> None:
@@ -301,6 +343,15 @@ class ContributionRepo:
     def answered_questions(self, citizen_id: int, consultation_id: int) -> set[int]:
         rows = _ANSWERED.rows(self.s, {"citizen": citizen_id, "consultation": consultation_id})
         return {question_id for (question_id,) in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class BrowseSnapshot:
+    """Highest ids at the first page of a "discover" browse (see ContributionRepo.browse)."""
+
+    seen: int
+    support: int
+    contribution: int
 
 
 def _counts() -> tuple[Any, Any]:

@@ -405,3 +405,40 @@ def test_the_export_has_a_sources_table(any_mapp) -> None:  # type: ignore[no-un
     stats = document["statistics"]
     for key in ("visitors", "participants", "contributions"):
         assert sum(r[key] for r in document["sources"]) == stats[key], key
+
+
+# --------------------------------------------------------------------------- 13.6 discover paging
+
+
+def _shown(replies: Any) -> list[int]:
+    import re
+
+    return [int(n) for n in re.findall(r"^#(\d+) · 👍", replies.text, re.MULTILINE)]
+
+
+@pytest.mark.parametrize("typed", [False, True], ids=["buttons", "typed"])
+def test_discover_pages_show_each_idea_exactly_once(any_app, typed) -> None:  # type: ignore[no-untyped-def]
+    for n in range(12):
+        publish(Chat(any_app.engine, user=f"author{n}", language="en"), f"Idée numéro {n}")
+    bob = Chat(any_app.engine, user="bob", language="en", buttons=True)
+    bob.send("/support 12")  # supports and views change the order between pages
+    shown: list[int] = []
+    replies = bob.send("/ideas 1 discover")
+    for page in (1, 2, 3):
+        ids = _shown(replies)
+        assert len(ids) == (5 if page < 3 else 2), (page, ids)
+        shown += ids
+        # While browsing: bob supports an idea of this page, and a new idea is published.
+        bob.send(f"/support {ids[0]}")
+        late = Chat(any_app.engine, user=f"late{page}", language="en", buttons=True)
+        publish(late, f"Idée tardive {page}")
+        if page < 3:
+            if typed:
+                replies = bob.send(f"/ideas 1 discover {page + 1}")
+            else:
+                bob.last = replies
+                replies = bob.press(f"ideas:1:discover:{page + 1}")
+    assert sorted(shown) == list(range(1, 13)), shown  # each once, none skipped
+    # A new browse starts from now: the ideas published meanwhile come first (unseen).
+    first = _shown(bob.send("/ideas 1 discover"))
+    assert set(first) == {13, 14, 15} | set(first[3:]) and set(first[:3]) == {13, 14, 15}

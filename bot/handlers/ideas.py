@@ -27,7 +27,7 @@ from bot.moderation import ModerationService
 from bot.params import Choice, Int, Page, Text
 from bot.router import Chats, Ctx, Reply, Role, Router, State
 from bot.services import published_contribution
-from storage.repositories import ContributionRow
+from storage.repositories import BrowseSnapshot, ContributionRow
 
 router = Router("ideas")
 
@@ -136,14 +136,38 @@ def ideas(ctx: Ctx) -> Reply:
     return _page(ctx, info, number - 1, order, page)
 
 
+def _discover_snapshot(ctx: Ctx, question_id: int, page: int) -> BrowseSnapshot:
+    """The moment a "discover" browse of this question started (its first page), kept in the
+    dialogue: later pages are ordered as of then, whatever the first pages marked as seen."""
+    kept = ctx.data("discover")
+    if page > 1 and isinstance(kept, dict) and kept.get("question") == question_id:
+        try:
+            return BrowseSnapshot(int(kept["seen"]), int(kept["support"]), int(kept["idea"]))
+        except (KeyError, TypeError, ValueError):
+            pass
+    snapshot = ctx.repos.contributions.browse_snapshot()
+    ctx.set_state(
+        ctx.state,
+        discover={
+            "question": question_id,
+            "seen": snapshot.seen,
+            "support": snapshot.support,
+            "idea": snapshot.contribution,
+        },
+    )
+    return snapshot
+
+
 def _page(ctx: Ctx, info: ConsultationInfo, index: int, order: str, page: int) -> Reply:
     assert ctx.citizen.id is not None
     qid, text, heading = views.question_at(info, index, ctx.locale)
-    total = ctx.repos.contributions.count_published(qid)
+    snapshot = _discover_snapshot(ctx, qid, page) if order == "discover" else None
+    upto = snapshot.contribution if snapshot else None
+    total = ctx.repos.contributions.count_published(qid, upto)
     pages = max(1, -(-total // views.PAGE_SIZE))
     page = min(page, pages)
     rows = ctx.repos.contributions.browse(
-        qid, order, (page - 1) * views.PAGE_SIZE, views.PAGE_SIZE, ctx.citizen.id
+        qid, order, (page - 1) * views.PAGE_SIZE, views.PAGE_SIZE, ctx.citizen.id, snapshot
     )
     ctx.repos.contributions.mark_seen(ctx.citizen.id, [r.id for r in rows], ctx.now)
     head = RichText().p(b(heading), " — ", text)
