@@ -20,10 +20,10 @@ from typing import Any
 
 from bot import errors
 from bot.domain import ConsultationInfo
-from bot.i18n import N_, gettext
+from bot.i18n import N_, fmt_number, gettext, ngettext
 from bot.messages import OutboundMessage, RichText, b, i
 from bot.moderation import Actor, ModerationService
-from bot.opinions import Groups, Votes, anonymous_order, compute_groups
+from bot.opinions import Groups, IdeaShare, Votes, anonymous_order, compute_groups
 from bot.settings import Settings
 from storage.db import Database
 from storage.models import Contribution
@@ -281,3 +281,163 @@ def answer_notice(
     rt = rt.quote(str(payload["text"]))
     rt = rt.p(i(gettext("The idea:")), " ", str(payload.get("idea_text", ""))[:300])
     return OutboundMessage(chat_id="", text=rt, subject=("contribution", int(idea)))
+
+
+# --------------------------------------------------------------------------- open data
+
+
+def open_data(repos: Repos, info: ConsultationInfo, settings: Settings) -> dict[str, Any]:
+    """The export's official answers, merged ideas and opinion groups section: the anonymised
+    vote matrix (participant index × idea id, ±1), the seed and the minimum votes, and the
+    groups computed from exactly these votes when the cache has them (else null: anyone can
+    compute them with ``bot.opinions.groups_from_export``)."""
+    seed, min_votes = settings.opinion_groups_seed, settings.opinion_groups_min_votes
+    votes = read_votes(repos, info.id, seed)
+    cached = repos.answers.cached_groups(info.id)
+    fingerprint = repos.answers.fingerprint(info.id, seed, min_votes)
+    groups = (
+        cached.result
+        if cached is not None and cached.status == "done" and cached.fingerprint == fingerprint
+        else None
+    )
+    return {
+        "answers": [
+            {
+                "contribution_id": a.contribution_id,
+                "status": a.status,
+                "text": a.text,
+                "answered_at": a.updated_at.isoformat(),
+            }
+            for a in repos.answers.answers(info.id)
+        ],
+        "merges": [
+            {"contribution_id": source, "into": target}
+            for source, target in repos.answers.merges(info.id)
+        ],
+        "opinions": {
+            "seed": seed,
+            "min_votes": min_votes,
+            "participants": votes.participants,
+            "matrix": votes.triples(),
+            "groups": groups,
+        },
+    }
+
+
+# --------------------------------------------------------------------------- showing groups
+
+
+def idea_texts(repos: Repos, groups: Groups) -> dict[int, str]:
+    """Short texts of the ideas the groups name."""
+    ids = {x.idea for g in groups.groups for x in g.defining}
+    ids |= {x.idea for x in (*groups.consensus, *groups.divisive)}
+    out = {}
+    for idea in sorted(ids):
+        row = repos.contributions.get(idea)
+        if row is not None:
+            out[idea] = " ".join(row.text.split())[:120]
+    return out
+
+
+def group_name(n: int) -> str:
+    return chr(ord("A") + n)
+
+
+def _share_line(item: IdeaShare, texts: dict[int, str]) -> RichText:
+    share = f" ({round(item.share * 100)} %) "
+    return RichText().li(b(f"#{item.idea}"), share, texts.get(item.idea, ""))
+
+
+def render_groups(groups: Groups, texts: dict[int, str]) -> RichText:
+    """The opinion groups as text (current locale): sizes, defining, consensus and divisive
+    ideas (with the share of support of the group, or of the least supportive group)."""
+    rt = RichText()
+    if not groups.groups:
+        return rt.p(
+            gettext(
+                "Not enough votes to tell opinion groups apart yet (participants need at least "
+                "{n} votes each)."
+            ).format(n=groups.min_votes)
+        )
+    rt = rt.p(
+        ngettext(
+            "{n} participant placed in {k} groups",
+            "{n} participants placed in {k} groups",
+            groups.participants,
+        ).format(n=fmt_number(groups.participants), k=len(groups.groups)),
+        " · ",
+        gettext("{n} with too few votes").format(n=fmt_number(groups.left_out)),
+    )
+    for n, group in enumerate(groups.groups):
+        size = ngettext("{n} participant", "{n} participants", group.size)
+        rt = rt.p(
+            b(
+                gettext("Group {letter}: {size}").format(
+                    letter=group_name(n), size=size.format(n=fmt_number(group.size))
+                )
+            ),
+            " — ",
+            i(gettext("supports much more than the others:")),
+        )
+        for item in group.defining:
+            rt = rt + _share_line(item, texts)
+    if groups.consensus:
+        rt = rt.p(b(gettext("Consensus: supported by every group")))
+        for item in groups.consensus:
+            rt = rt + _share_line(item, texts)
+    if groups.divisive:
+        rt = rt.p(b(gettext("Divisive: the groups disagree")))
+        for item in groups.divisive:
+            rt = rt + _share_line(item, texts)
+    return rt
+
+
+def groups_chart(groups: Groups, texts: dict[int, str], title: str) -> bytes:
+    """A bar chart of the groups' sizes, each labelled with its most defining idea."""
+    from bot.chart import Bar, bar_chart
+
+    bars = []
+    for n, group in enumerate(groups.groups):
+        label = gettext("Group {letter}").format(letter=group_name(n))
+        if group.defining:
+            first = group.defining[0].idea
+            label += f" · #{first} {texts.get(first, '')}"
+        bars.append(Bar(label, group.size))
+    return bar_chart(
+        gettext("Opinion groups — {title}").format(title=title),
+        bars,
+        xlabel=gettext("Participants"),
+        empty=gettext("Not enough votes to tell opinion groups apart."),
+    )
+
+
+def closing_groups(
+    repos: Repos, info: ConsultationInfo, seed: int, min_votes: int, now: datetime
+) -> Groups:
+    """The groups published with the closing results: the cached ones when they are those of
+    the final votes, else computed now (the scheduler's job, never an event)."""
+    fingerprint = repos.answers.fingerprint(info.id, seed, min_votes)
+    cached = repos.answers.cached_groups(info.id)
+    if cached is not None and cached.status == "done" and cached.fingerprint == fingerprint:
+        assert cached.result is not None
+        return Groups.from_json_data(cached.result)
+    groups = compute_groups(read_votes(repos, info.id, seed), seed=seed, min_votes=min_votes)
+    repos.answers.store_groups(info.id, fingerprint, groups.to_json_data(), now)
+    return groups
+
+
+def groups_parts(
+    info: ConsultationInfo, payload: dict[str, Any], files: dict[str, Any], locale: str
+) -> list[OutboundMessage]:
+    """The closing results' opinion groups: a text and its chart (none without groups)."""
+    data = payload.get("groups")
+    if not data or not data.get("groups"):
+        return []
+    groups = Groups.from_json_data(data)
+    texts = {int(k): v for k, v in payload.get("group_texts", {}).items()}
+    rt = RichText().h(gettext("Opinion groups")) + render_groups(groups, texts)
+    parts = [OutboundMessage(chat_id="", text=rt)]
+    chart = files.get(f"groups-{locale}.png") or files.get(f"groups-{info.document.language}.png")
+    if chart is not None:
+        parts.append(OutboundMessage(chat_id="", attachment=chart))
+    return parts

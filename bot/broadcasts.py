@@ -62,9 +62,17 @@ def moderator_ids(repos: Repos, consultation_id: int, admins: Iterable[str]) -> 
 
 class BroadcastService:
     def __init__(
-        self, repos: Repos, now: datetime, *, admins: Iterable[str] = (), default: str = DEFAULT
+        self,
+        repos: Repos,
+        now: datetime,
+        *,
+        admins: Iterable[str] = (),
+        default: str = DEFAULT,
+        opinions: tuple[int, int] | None = None,
     ) -> None:
         self.repos, self.now = repos, now
+        # (seed, minimum votes) of the opinion groups published with the results (issue 15).
+        self.opinions = opinions
         self.sched = SchedulerRepo(repos.db, repos.session)
         self.admins = frozenset(admins)
         self.default = default
@@ -250,10 +258,25 @@ class BroadcastService:
         results = self.compute_results(info)
         channels = [*self.channels(info), *self.moderators(info)]
         citizens = [*self.sched.participants(info.id), *self.sched.subscribers(info.id)]
+        payload: dict[str, Any] = {"results": results.to_json_data(top=notices.RESULTS_TOP)}
+        groups_png: dict[str, bytes] = {}
+        if self.opinions is not None:
+            # The opinion groups of the final votes, with a text and a chart (bot.answers).
+            from bot.answers import closing_groups, groups_chart, idea_texts
+
+            groups = closing_groups(self.repos, info, *self.opinions, self.now)
+            if groups.groups:
+                texts = idea_texts(self.repos, groups)
+                payload["groups"] = groups.to_json_data()
+                payload["group_texts"] = {str(k): v for k, v in texts.items()}
+                for locale in SUPPORTED:
+                    with use_locale(locale):
+                        title = info.content(locale).title
+                        groups_png[locale] = groups_chart(groups, texts, title)
         row = self._create(
             info,
             "results",
-            {"results": results.to_json_data(top=notices.RESULTS_TOP)},
+            payload,
             [*channels, *citizens],
             action=action,
         )
@@ -262,6 +285,8 @@ class BroadcastService:
             with use_locale(locale):
                 png = notices.chart_png(info, results, locale)
             self.sched.add_file(row.id, f"chart-{locale}.png", "image/png", png)
+        for locale, png in groups_png.items():
+            self.sched.add_file(row.id, f"groups-{locale}.png", "image/png", png)
         self.sched.add_file(
             row.id, f"results-{info.slug}.csv", "text/csv", results.to_csv().encode("utf-8")
         )
@@ -440,16 +465,14 @@ class BroadcastOutbox:
                 )
             elif broadcast.kind == "results":
                 results = Results.from_json_data(broadcast.payload["results"])
+                files = self._load_files(sched, broadcast.id)
                 parts = notices.results(
-                    info,
-                    results,
-                    self._load_files(sched, broadcast.id),
-                    locale,
-                    audience,
-                    now,
-                    caps,
-                    typed,
+                    info, results, files, locale, audience, now, caps, typed
                 )
+                # The opinion groups, when there are (bot.answers, issue 15).
+                from bot.answers import groups_parts
+
+                parts = [*parts, *groups_parts(info, broadcast.payload, files, locale)]
             elif broadcast.kind == "answer":
                 # An idea's official answer, to its supporters (bot.answers, issue 15).
                 from bot.answers import answer_notice

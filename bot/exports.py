@@ -23,9 +23,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import col
 
+from bot.answers import open_data
 from bot.domain import ConsultationInfo
 from bot.results import neutralise
 from bot.services import Services
+from bot.settings import Settings
 from storage.models import Citizen, Comment, Contribution, Question, Support
 from storage.repositories_sources import by_source
 
@@ -44,6 +46,7 @@ CONTRIBUTION_COLUMNS = (
     "updated_at",
 )
 COMMENT_COLUMNS = ("comment_id", "contribution_id", "author", "text", "status", "created_at")
+ANSWER_COLUMNS = ("contribution_id", "status", "text", "answered_at")
 # Deep-link sources: "" is direct (no source in the link the citizen first opened).
 SOURCE_COLUMNS = ("source", "visitors", "participants", "contributions")
 EXPORTED_CONTRIBUTIONS = ("published", "hidden")
@@ -67,6 +70,8 @@ class OpenData:
     contributions: list[dict[str, Any]]
     comments: list[dict[str, Any]]
     sources: list[dict[str, Any]] = field(default_factory=list)
+    # Official answers, merged ideas and the opinion groups' matrix (bot.answers.open_data).
+    answers: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ formats
 
@@ -82,6 +87,10 @@ class OpenData:
             "questions": clean(self.questions),
             "contributions": clean(self.contributions),
             "comments": clean(self.comments),
+            # Official answers, merged ideas and opinion groups (bot.answers.open_data).
+            "answers": clean(self.answers.get("answers", [])),
+            "merges": list(self.answers.get("merges", [])),
+            "opinions": self.answers.get("opinions"),
             "sources": clean(self.sources),
         }
 
@@ -119,11 +128,18 @@ class OpenData:
             (f"{slug}-comments.csv", "text/csv", self.comments_csv()),
             (f"{slug}-statistics.csv", "text/csv", self.statistics_csv()),
             (f"{slug}-sources.csv", "text/csv", self.sources_csv()),
+            (
+                f"{slug}-answers.csv",
+                "text/csv",
+                self._csv(ANSWER_COLUMNS, self.answers.get("answers", [])),
+            ),
             (f"{slug}.json", "application/json", self.to_json()),
         ]
 
 
-def build_export(services: Services, info: ConsultationInfo) -> OpenData:
+def build_export(
+    services: Services, info: ConsultationInfo, settings: Settings | None = None
+) -> OpenData:
     s = services.repos.session
     doc = info.document
     questions = list(
@@ -234,6 +250,7 @@ def build_export(services: Services, info: ConsultationInfo) -> OpenData:
         ],
         contributions=contributions,
         comments=comment_rows,
+        answers=open_data(services.repos, info, settings or Settings()),
         sources=[
             {
                 "source": row.source or "",

@@ -437,6 +437,8 @@ class SchedulerConfig:
     worker: str = "worker"
     # Administrators' platform ids ("telegram:42"): they get the results' files.
     admins: frozenset[str] = frozenset()
+    # (seed, minimum votes) of the opinion groups published with the results (issue 15).
+    opinions: tuple[int, int] = (15, 5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,7 +527,9 @@ class ScheduleRunner:
                 return outcome("already-ran")
             lifecycle = Lifecycle(repos, now)
             info = lifecycle.info(row.consultation_id)
-            broadcasts = BroadcastService(repos, now, admins=self.config.admins)
+            broadcasts = BroadcastService(
+                repos, now, admins=self.config.admins, opinions=self.config.opinions
+            )
             broadcast_id: int | None = None
             note: str | None = None
             kind = Kind(row.kind)

@@ -23,6 +23,7 @@ from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
+from bot.answers import compute_pending
 from bot.app import App
 from bot.broadcasts import BroadcastOutbox
 from bot.channels import Channel, Pace
@@ -78,6 +79,7 @@ class SchedulerService:
             reminder_grace=timedelta(seconds=settings.scheduler_reminder_grace),
             worker=worker_name(),
             admins=frozenset(app.settings.admins),
+            opinions=(settings.opinion_groups_seed, settings.opinion_groups_min_votes),
         )
         self.runner = ScheduleRunner(app.db, app.clock, self.config)
         self.outbox = BroadcastOutbox(
@@ -153,6 +155,7 @@ class SchedulerService:
                 for platform, sender in self.senders.items()
             ]
             tasks.append(asyncio.create_task(self._housekeeping(lead_stop), name="privacy"))
+            tasks.append(asyncio.create_task(self._opinions(lead_stop), name="opinions"))
             self.is_leader.set()
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -225,6 +228,22 @@ class SchedulerService:
                 log.exception("privacy housekeeping failed; retried at the next round")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
+
+    async def _opinions(self, stop: asyncio.Event) -> None:
+        """Opinion groups a moderator asked for (/groups) are computed here, in a thread of
+        their own: neither the event path nor the runtime's database thread waits for them
+        (bot.answers.compute_pending; the result is cached with its votes' fingerprint)."""
+        while not stop.is_set():
+            try:
+                done = await asyncio.to_thread(
+                    compute_pending, self.app.db, self.app.settings, self.app.clock()
+                )
+                if done:
+                    log.info("opinion groups computed for consultations %s", done)
+            except Exception:
+                log.exception("opinion groups: computing failed; retried at the next round")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.poll_interval)
 
     async def housekeep_async(self, stop: asyncio.Event) -> HousekeepingReport:
         """One round of housekeeping in small committed batches, each its own call on the

@@ -52,9 +52,13 @@ def _scenario(app):  # type: ignore[no-untyped-def]
 
 def test_export_neutralises_formulas_in_csv_and_json(mapp):
     _scenario(mapp)
+    chats(mapp)(ADMIN).send("/answer 1 accepted =1+1 au budget")  # official answers (issue 15)
     replies = chats(mapp)(ADMIN).send("/export")
     files = _files(replies)
+    answers = _csv(files["ville-intelligente-answers.csv"])
+    assert [a["text"] for a in answers] == ["'=1+1 au budget"]
     assert sorted(files) == [
+        "ville-intelligente-answers.csv",
         "ville-intelligente-comments.csv",
         "ville-intelligente-contributions.csv",
         "ville-intelligente-sources.csv",

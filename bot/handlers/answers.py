@@ -20,8 +20,7 @@ from bot.broadcasts import BroadcastService
 from bot.handlers import moderation as mod
 from bot.i18n import N_, fmt_datetime, fmt_number, ngettext, use_locale
 from bot.i18n import gettext as _
-from bot.messages import Button, OutboundMessage, RichText, b, code, i
-from bot.opinions import Groups, IdeaShare
+from bot.messages import Button, OutboundMessage, RichText, code, i
 from bot.params import Choice, Int, Text, fold
 from bot.router import Ctx, Reply, Role, Router
 from storage.models import Citizen
@@ -188,56 +187,6 @@ def merge(ctx: Ctx) -> Reply:
 # --------------------------------------------------------------------------- opinion groups
 
 
-def _share_line(ctx: Ctx, item: IdeaShare) -> RichText:
-    row = ctx.repos.contributions.get(item.idea)
-    text = " ".join(row.text.split())[:120] if row is not None else ""
-    return RichText().li(b(f"#{item.idea}"), f" ({round(item.share * 100)} %) ", text)
-
-
-def groups_text(ctx: Ctx, groups: Groups) -> RichText:
-    rt = RichText()
-    if not groups.groups:
-        return rt.p(
-            _(
-                "Not enough votes to tell opinion groups apart yet (participants need at least "
-                "{n} votes each)."
-            ).format(n=groups.min_votes)
-        )
-    rt = rt.p(
-        ngettext(
-            "{n} participant placed in {k} groups",
-            "{n} participants placed in {k} groups",
-            groups.participants,
-        ).format(n=fmt_number(groups.participants), k=len(groups.groups)),
-        " · ",
-        _("{n} with too few votes").format(n=fmt_number(groups.left_out)),
-    )
-    for n, group in enumerate(groups.groups, 1):
-        rt = rt.p(
-            b(
-                _("Group {letter}: {size}").format(
-                    letter=chr(ord("A") + n - 1),
-                    size=ngettext("{n} participant", "{n} participants", group.size).format(
-                        n=fmt_number(group.size)
-                    ),
-                )
-            ),
-            " — ",
-            i(_("supports much more than the others:")),
-        )
-        for item in group.defining:
-            rt = rt + _share_line(ctx, item)
-    if groups.consensus:
-        rt = rt.p(b(_("Consensus: supported by every group")))
-        for item in groups.consensus:
-            rt = rt + _share_line(ctx, item)
-    if groups.divisive:
-        rt = rt.p(b(_("Divisive: the groups disagree")))
-        for item in groups.divisive:
-            rt = rt + _share_line(ctx, item)
-    return rt
-
-
 @router.command(
     "groups",
     help=N_("The opinion groups of the consultation (computed from supports and disagreements)"),
@@ -258,7 +207,8 @@ def groups(ctx: Ctx) -> Reply:
                 )
             )
         )
-    rt = rt + groups_text(ctx, view.groups)
+    texts = domain.idea_texts(ctx.repos, view.groups)
+    rt = rt + domain.render_groups(view.groups, texts)
     if view.computed_at is not None:
         rt = rt.p(
             i(_("Computed {when}.").format(when=fmt_datetime(view.computed_at, info.timezone)))

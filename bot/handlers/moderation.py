@@ -795,7 +795,7 @@ def export(ctx: Ctx) -> Reply:
     info = ctx.consultation()
     svc = service(ctx)
     svc.require(actor(ctx), info.id)
-    data = build_export(ctx.services, info)
+    data = build_export(ctx.services, info, ctx.dispatcher.settings)
     svc.record(actor(ctx), info.id, "export", f"consultation:{info.slug}")
     out = [
         ctx.reply(
