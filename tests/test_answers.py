@@ -213,3 +213,59 @@ def test_merge_keeps_the_support_unique_constraint(mapp):
     with mapp.db.session() as s:
         pairs = s.exec(select(Support.contribution_id, Support.citizen_id)).all()
     assert len(pairs) == len(set(pairs)) == 1
+
+
+# --------------------------------------------------------------------------- through Telegram
+
+
+async def test_an_official_answer_reaches_the_author_through_telegram(sqlite_url, clock):
+    """The real python-telegram-bot against the Bot API test server: a moderator answers from
+    the idea card's button and the typed command; the author gets the answer in their chat."""
+    from tests.conftest import make_app
+    from tests.support.bot_api_server import BotApiServer
+    from tests.support.telegram import running_bot
+
+    app = make_app(sqlite_url, clock, admins=["telegram:4242"])
+    alice, admin = 1001, 4242
+    try:
+        async with (
+            BotApiServer(bot_username="parlons_test_bot") as server,
+            running_bot(app, server, admins=app.settings.admins) as tg,
+        ):
+            await tg.say(alice, "/start", language_code="fr")
+            await tg.accept(alice, language_code="fr")
+            with app.db.session() as s:
+                author = Repos(app.db, s).citizens.by_platform_id("telegram", str(alice))
+                assert author is not None
+                question = s.exec(select(Contribution.question_id)).first()
+                now = app.clock()
+                s.add(
+                    Contribution(
+                        consultation_id=1,
+                        question_id=question or 1,
+                        citizen_id=author.id,
+                        text="Des fontaines à eau potable",
+                        status="published",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            [idea_id] = [c.id for c in rows(app, Contribution)]
+            card = next(
+                r for r in await tg.say(admin, "/ideas 1") if f"ans:{idea_id}" in r.callback_data
+            )
+            picker, _u = await tg.press(admin, f"ans:{idea_id}", card.message_id)
+            assert any(f"ans:{idea_id}:accepted" in r.callback_data for r in picker)
+            mark = len(server.sent)
+            await tg.say(admin, f"/answer {idea_id} accepted Prévu au budget 2027.")
+            to_alice = [r for r in server.sent[mark:] if str(r.chat_id) == str(alice)]
+            text = "\n".join(r.plain_text or "" for r in to_alice)
+            expected = tr(
+                "fr",
+                "The moderators answered your idea #{id}: {status}.",
+                id=idea_id,
+                status="✅ accepté",
+            )
+            assert expected in text and "Prévu au budget 2027." in text
+    finally:
+        app.close()
