@@ -1,12 +1,10 @@
-# ruff: noqa: S608  (SQL assembled from constants of this module; values are bound)
 """Reading thousands of ideas (issue 15): similar ideas, search, sorting and disagreements.
 
 All the SQL of the feature lives here. The text index is PostgreSQL's full-text search (a GIN
 index on the French and English tsvector of ``contribution.text``) or SQLite's FTS5 table
-``idea_fts`` of stems (storage.text_index). The FTS5 table is brought up to date by the reads
-that use it (``_sync``): every idea whose text is missing or changed (its version is
-``updated_at:length``) is indexed again first, so an idea published, edited or moderated by any
-code path is found with its current text, and nothing has to remember to update the index.
+``idea_fts`` over ``contribution.text`` (kept in sync by triggers, migration 0010_legible),
+queried with the French and English Snowball stems of the words as prefixes
+(storage.text_index). Both indexes follow every write to ``contribution``, whoever makes it.
 The database finds candidates; ``similar`` then keeps those that share enough words with the
 draft (the same rule on both databases).
 """
@@ -40,8 +38,6 @@ PUBLISHED = "published"
 PG_VECTOR = "(to_tsvector('french', c.text) || to_tsvector('english', c.text))"
 CANDIDATES = 12  # ideas the database proposes before the word-overlap rule picks the best
 
-_VERSION = "(c.updated_at || ':' || length(c.text))"
-
 
 @dataclass(frozen=True, slots=True)
 class Found:
@@ -56,28 +52,6 @@ class LegibleRepo:
         self.db, self.s = db, session
 
     # ------------------------------------------------------------------ the text index
-
-    def _sync(self, consultation_id: int) -> int:
-        """SQLite: index the consultation's ideas whose text is not indexed as it is now."""
-        if not self.db.is_sqlite:
-            return 0
-        stale = self.s.execute(
-            text(
-                f"SELECT c.id, c.text, {_VERSION}, f.rowid IS NOT NULL FROM contribution c "
-                f"LEFT JOIN {FTS_TABLE} f ON f.rowid = c.id "
-                f"WHERE c.consultation_id = :k "
-                f"AND (f.rowid IS NULL OR f.version IS NOT {_VERSION})"
-            ),
-            {"k": consultation_id},
-        ).all()
-        for cid, body, version, present in stale:
-            if present:
-                self.s.execute(text(f"DELETE FROM {FTS_TABLE} WHERE rowid = :id"), {"id": cid})
-            self.s.execute(
-                text(f"INSERT INTO {FTS_TABLE} (rowid, stems, version) VALUES (:id, :s, :v)"),
-                {"id": cid, "s": " ".join(text_index.stems(body)), "v": version},
-            )
-        return len(stale)
 
     def _match(
         self,
@@ -106,8 +80,7 @@ class LegibleRepo:
         if exclude_citizen is not None:
             filters += " AND c.citizen_id <> :me"
         if self.db.is_sqlite:
-            self._sync(consultation_id)
-            match = text_index.fts_query(query, any_term=any_term)
+            match = text_index.Stemmer().fts_query(query, any_term=any_term)
             if match is None:
                 return Found([], 0)
             params["m"] = match
@@ -323,22 +296,22 @@ def _expanding(name: str) -> BindParameter[object]:
 
 
 def rank_similar(draft: str, candidates: Sequence[tuple[int, str]]) -> list[int]:
-    """Keep the candidates sharing at least two of the draft's words (one if the draft has one
-    word), ordered by shared words / sqrt(words of each), the database's order breaking ties."""
-    mine = [text_index.word_stems(w) for w in dict.fromkeys(text_index.words(draft))]
-    mine = [s for s in mine if s]
+    """Keep the candidates containing at least two of the draft's words (one if the draft has
+    one word), in any of their forms (storage.text_index.Forms), ordered by shared words /
+    sqrt(words of each), the database's order breaking ties."""
+    stemmer = text_index.Stemmer()
+    mine = [stemmer.forms(w) for w in text_index.query_words(draft)]
     if not mine:
         return []
     needed = min(2, len(mine))
     scored: list[tuple[float, int, int]] = []
     for position, (cid, body) in enumerate(candidates):
-        theirs = set(text_index.stems(body))
+        theirs = {text_index.fold(w) for w in text_index.words(body)}
         if not theirs:
             continue
-        shared = sum(1 for alternatives in mine if alternatives & theirs)
+        shared = sum(1 for forms in mine if forms.found_in(theirs))
         if shared < needed:
             continue
-        their_words = len(set(text_index.words(body))) or 1
-        scored.append((-shared / math.sqrt(len(mine) * their_words), position, cid))
+        scored.append((-shared / math.sqrt(len(mine) * len(theirs)), position, cid))
     scored.sort()
     return [cid for _score, _position, cid in scored]

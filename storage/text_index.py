@@ -1,17 +1,18 @@
 """Words to stems for the ideas' lexical index (similar ideas, search), French and English.
 
-Each word of a text gives its French and its English Snowball stem (snowballstemmer, pure
+Each word of a query gives its French and its English Snowball stem (snowballstemmer, pure
 Python: no model, nothing downloaded), accents folded; stop words of both languages are dropped.
-A citizen writes in either language and we do not guess which: indexing both stems makes
-``vélos`` meet ``vélo`` and ``bikes`` meet ``bike``. PostgreSQL uses its own ``french`` and
-``english`` text search configurations instead (the same Snowball algorithms); SQLite's FTS5
-indexes the stems computed here.
+A citizen writes in either language and we do not guess which: a stem is matched as a prefix of
+the ideas' words, so ``vélo`` meets ``vélos`` and ``bikes`` meets ``bike``. Ideas are not
+stemmed: SQLite's FTS5 index holds their words (accents folded) and PostgreSQL its ``french``
+and ``english`` text search vectors; the query's stems are prefixes in both.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 
 import snowballstemmer
 
@@ -35,9 +36,6 @@ _STOP_WORDS = """
     """
 STOP_WORDS = frozenset(_STOP_WORDS.split())
 
-_FRENCH = snowballstemmer.stemmer("french")
-_ENGLISH = snowballstemmer.stemmer("english")
-
 
 def fold(word: str) -> str:
     decomposed = unicodedata.normalize("NFKD", word)
@@ -49,44 +47,59 @@ def words(text: str) -> list[str]:
     return [w for w in _WORD.findall(text.casefold()) if w not in STOP_WORDS and len(w) > 1]
 
 
-def word_stems(word: str) -> set[str]:
-    """A word's French and English stems, accents folded (``vélos`` → ``velo``…)."""
-    out = set()
-    for stem in (_FRENCH.stemWord(word), _ENGLISH.stemWord(word)):
-        stem = fold(stem)
-        if len(stem) > 3 and stem[-1] in "sx":  # plurals Snowball leaves on short words
-            stem = stem[:-1]
-        if stem:
-            out.add(stem)
-    return out
-
-
-def stems(text: str) -> list[str]:
-    """Every stem of a text, once, in order of first appearance."""
-    out: dict[str, None] = {}
-    for word in words(text):
-        for stem in sorted(word_stems(word)):
-            out.setdefault(stem, None)
-    return list(out)
-
-
 def query_words(text: str) -> list[str]:
-    """The distinct significant words of a query (for PostgreSQL's configurations), bounded."""
+    """The distinct significant words of a query, bounded."""
     return list(dict.fromkeys(words(text)))[:MAX_QUERY_TERMS]
 
 
-def fts_query(text: str, *, any_term: bool) -> str | None:
-    """An FTS5 MATCH expression over the stems of ``text``: any stem (similar ideas) or, for a
-    search, every word (each word matching one of its stems). None when nothing is left."""
-    terms = query_words(text)
-    if not terms:
-        return None
-    if any_term:
-        found = list(dict.fromkeys(s for w in terms for s in sorted(word_stems(w))))
-        return " OR ".join(f'"{s}"' for s in found) or None
-    groups = []
-    for w in terms:
-        alternatives = sorted(word_stems(w))
-        if alternatives:
-            groups.append("(" + " OR ".join(f'"{s}"' for s in alternatives) + ")")
-    return " AND ".join(groups) or None
+@dataclass(frozen=True, slots=True)
+class Forms:
+    """How one query word may appear in an idea: as one of ``exact`` (the word, or a short
+    stem) or as a word starting with one of ``prefixes`` (its stems of four letters or more),
+    accents folded."""
+
+    exact: frozenset[str]
+    prefixes: frozenset[str]
+
+    def found_in(self, folded_words: set[str]) -> bool:
+        return bool(self.exact & folded_words) or any(
+            w.startswith(p) for w in folded_words for p in self.prefixes
+        )
+
+    def fts(self) -> list[str]:
+        """FTS5 terms: ``"velo"*`` matches ``vélos`` (the index folds accents too)."""
+        return sorted({f'"{e}"' for e in self.exact} | {f'"{p}"*' for p in self.prefixes})
+
+
+class Stemmer:
+    """French and English Snowball stemmers. Not thread-safe (Snowball stemmers keep state):
+    one per unit of work, never shared between threads."""
+
+    def __init__(self) -> None:
+        self._french = snowballstemmer.stemmer("french")
+        self._english = snowballstemmer.stemmer("english")
+        self._forms: dict[str, Forms] = {}
+
+    def forms(self, word: str) -> Forms:
+        found = self._forms.get(word)
+        if found is not None:
+            return found
+        exact = {fold(word)}
+        prefixes: set[str] = set()
+        for stem in (self._french.stemWord(word), self._english.stemWord(word)):
+            stem = fold(stem)
+            if len(stem) > 3 and stem[-1] in "sx":  # plurals Snowball leaves on short words
+                stem = stem[:-1]
+            (prefixes if len(stem) >= 4 else exact).add(stem)
+        found = self._forms[word] = Forms(frozenset(exact), frozenset(prefixes))
+        return found
+
+    def fts_query(self, text: str, *, any_term: bool) -> str | None:
+        """An FTS5 MATCH expression: any word (similar ideas) or, for a search, every word
+        (each in one of its forms). None when no significant word is left."""
+        terms = query_words(text)
+        if not terms:
+            return None
+        if any_term:
+            return " OR ".join(dict.fromkeys(t for w in terms for t in self.forms(w).fts()))
+        return " AND ".join("(" + " OR ".join(self.forms(w).fts()) + ")" for w in terms)

@@ -4,8 +4,9 @@ Revision ID: 0010_legible
 Revises: 0009_routes
 
 Disagreements (one per citizen and idea), the ideas /sort dealt to each citizen, and the ideas' text index: on PostgreSQL a GIN index on
-the French and English tsvector of ``contribution.text``; on SQLite an FTS5 table of stems
-(storage.text_index), filled by the repository as it reads (storage.repositories_legible).
+the French and English tsvector of ``contribution.text``; on SQLite an external-content FTS5
+table over ``contribution.text`` kept in sync by triggers (a migration that rebuilds
+``contribution`` in batch mode must create them again, like 0011_counters' triggers).
 """
 from collections.abc import Sequence
 
@@ -21,6 +22,17 @@ depends_on: str | Sequence[str] | None = None
 
 # Keep in step with storage.repositories_legible.PG_VECTOR.
 PG_VECTOR = "(to_tsvector('french', text) || to_tsvector('english', text))"
+
+
+SQLITE_TRIGGERS = (
+    "CREATE TRIGGER idea_fts_insert AFTER INSERT ON contribution BEGIN "
+    "INSERT INTO idea_fts(rowid, text) VALUES (new.id, new.text); END",
+    "CREATE TRIGGER idea_fts_delete AFTER DELETE ON contribution BEGIN "
+    "INSERT INTO idea_fts(idea_fts, rowid, text) VALUES ('delete', old.id, old.text); END",
+    "CREATE TRIGGER idea_fts_update AFTER UPDATE OF text ON contribution BEGIN "
+    "INSERT INTO idea_fts(idea_fts, rowid, text) VALUES ('delete', old.id, old.text); "
+    "INSERT INTO idea_fts(rowid, text) VALUES (new.id, new.text); END",
+)
 
 
 def upgrade() -> None:
@@ -50,17 +62,24 @@ def upgrade() -> None:
     with op.batch_alter_table('sort_dealt', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_sort_dealt_contribution_id'), ['contribution_id'], unique=False)
     if op.get_bind().dialect.name == 'sqlite':
-        # rowid = contribution id; ``version`` tells whether the row is still the idea's text.
+        # An external-content FTS5 index of contribution.text, kept in sync by triggers (plain
+        # SQL: any client writing the database keeps it right); diacritics folded. Queries use
+        # the French and English Snowball stems of their words as prefixes (storage.text_index).
         op.execute(
-            "CREATE VIRTUAL TABLE idea_fts USING fts5("
-            "stems, version UNINDEXED, tokenize = 'unicode61 remove_diacritics 2')"
+            "CREATE VIRTUAL TABLE idea_fts USING fts5(text, content='contribution', "
+            "content_rowid='id', tokenize='unicode61 remove_diacritics 2')"
         )
+        for statement in SQLITE_TRIGGERS:
+            op.execute(statement)
+        op.execute("INSERT INTO idea_fts(idea_fts) VALUES ('rebuild')")
     else:
         op.execute(f"CREATE INDEX ix_contribution_text_search ON contribution USING gin ({PG_VECTOR})")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == 'sqlite':
+        for name in ("idea_fts_insert", "idea_fts_delete", "idea_fts_update"):
+            op.execute(f"DROP TRIGGER IF EXISTS {name}")
         op.execute("DROP TABLE IF EXISTS idea_fts")
     else:
         op.execute("DROP INDEX IF EXISTS ix_contribution_text_search")
