@@ -7,11 +7,10 @@ by deleting it; erased with the citizen by ``/forget`` (bot.privacy erases every
 shown.
 
 The text index is not a model: on PostgreSQL it is a GIN index on the ideas' French and English
-``tsvector`` (an expression index on ``contribution``, always in sync); on SQLite it is the FTS5
-table ``idea_fts`` (stems computed by storage.text_index, kept in sync by
-storage.repositories_legible). Both are created by migration 0010_legible. ``UNMANAGED_TABLES``
-names the SQLite tables FTS5 creates, which the models do not describe;
-``UNMANAGED_NAMES`` adds the PostgreSQL index.
+``tsvector`` (an expression index on ``contribution``); on SQLite it is the external-content
+FTS5 table ``idea_fts`` over ``contribution.text``, kept in sync by triggers. Both are created by
+migration 0010_legible. ``UNMANAGED_TABLES`` names the SQLite tables FTS5 creates, which the
+models do not describe; ``UNMANAGED_NAMES`` adds the PostgreSQL index.
 """
 
 from __future__ import annotations

@@ -43,10 +43,8 @@ async def test_similar_idea_instead_and_sorting_buttons(app):
             await tg.say(user, "/start", language_code="fr")
             await tg.accept(user, language_code="fr")
         await tg.say(alice, "/participate", language_code="fr")
-        preview = with_button(
-            await tg.say(alice, "Des pistes cyclables sécurisées pour les vélos", language_code="fr"),
-            "ok",
-        )
+        idea = "Des pistes cyclables sécurisées pour les vélos"
+        preview = with_button(await tg.say(alice, idea, language_code="fr"), "ok")
         assert not [d for d in preview.callback_data if d.startswith("sins:")]
         await tg.press(alice, "ok", preview.message_id, language_code="fr")
         assert count(app, Contribution) == 1
