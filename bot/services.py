@@ -310,6 +310,11 @@ class ParticipationService:
             raise errors.UnknownContribution(id=contribution_id)
         if row.citizen_id != citizen.id:
             raise errors.NotYourContribution(id=contribution_id)
+        if row.status == "merged":
+            # A merged duplicate is neither edited nor withdrawn: its target carries it on.
+            from bot.answers import merged_error
+
+            raise merged_error(self.repos, contribution_id)
         return row
 
     def edit_contribution(

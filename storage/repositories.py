@@ -334,7 +334,8 @@ class ContributionRepo:
             .where(
                 Contribution.citizen_id == citizen_id,
                 Contribution.consultation_id == consultation_id,
-                col(Contribution.status).in_(("published", "pending", "hidden")),
+                # "merged": a duplicate merged into another idea (issue 15), still shown.
+                col(Contribution.status).in_(("published", "pending", "hidden", "merged")),
             )
             .order_by(col(Contribution.id))
         ).all()

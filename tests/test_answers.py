@@ -269,3 +269,26 @@ async def test_an_official_answer_reaches_the_author_through_telegram(sqlite_url
             assert expected in text and "Prévu au budget 2027." in text
     finally:
         app.close()
+
+
+def test_the_author_of_a_merged_idea_sees_where_it_went_and_cannot_edit_it(mapp):
+    chat, mod = _team(mapp)
+    first = chat("author1")
+    contribute(first, "Un composteur par quartier", None)
+    contribute(chat("author2"), "Des composteurs collectifs", None)
+    mod.send("/answer 2 study Étude en cours avec la métropole.")
+    mod.send("/merge 1 2")
+    mine = first.send("/mine").text
+    assert tr("en", "Merged into #{into}.", into=2) in mine
+    assert "/editidea" not in mine and "/withdraw" not in mine  # no buttons for it
+    refused = tr(
+        "en",
+        "Idea #{id} was merged into #{into}: support or comment #{into} instead.",
+        id=1,
+        into=2,
+    )
+    assert refused in first.send("/editidea 1").text
+    assert refused in first.send("/withdraw 1").text
+    assert _status(mapp, 1) == "merged"
+    # The target's card shows its official answer.
+    assert "Étude en cours avec la métropole." in chat("bob").send("/ideas 1").text

@@ -8,6 +8,7 @@ from typing import Any
 
 from bot import errors
 from bot.actions import pack
+from bot.answers import answer_block, merged_block
 from bot.domain import ConsultationInfo
 from bot.handlers import similar, views
 from bot.i18n import N_
@@ -273,20 +274,19 @@ def mine(ctx: Ctx) -> Reply:
     out = [ctx.reply(RichText().h(_("My contributions")))]
     for row in rows:
         keyboard: tuple = ()
-        if can_change and row.status != "hidden":
+        if can_change and row.status not in ("hidden", "merged"):
             keyboard = (
                 (
                     Button("✏️ " + _("Edit"), pack("medit", row.id)),
                     Button("🗑 " + _("Withdraw"), pack("mdel", row.id)),
                 ),
             )
-        out.append(
-            ctx.reply(
-                views.idea_text(row, info, ctx.locale, with_question=True),
-                keyboard,
-                subject=("contribution", row.id),
-            )
-        )
+        # Where a merged duplicate went, and the official answer (issue 15, bot.answers).
+        text = views.idea_text(row, info, ctx.locale, with_question=True)
+        if row.status == "merged":
+            text = text + merged_block(ctx.repos.answers.merged_into(row.id))
+        text = text + answer_block(ctx.repos.answers.answer(row.id))
+        out.append(ctx.reply(text, keyboard, subject=("contribution", row.id)))
     out.append(ctx.reply(RichText().p(_("That's all.")), ((views.back_to_menu(),),)))
     return out
 
