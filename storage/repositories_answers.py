@@ -96,6 +96,9 @@ class AnswersRepo:
             .where(col(Contribution.id).in_(sorted(ids)))
             .order_by(col(Contribution.id))
             .with_for_update()
+            # Rows read before the lock was granted are read again (a crossed merge may have
+            # changed them meanwhile).
+            .execution_options(populate_existing=True)
         ).scalars()
         return {r.id: r for r in rows if r.id is not None}
 
@@ -118,10 +121,10 @@ class AnswersRepo:
                 "(SELECT citizen_id FROM disagreement WHERE contribution_id = :dst))"
             ),
             p,
-        ).rowcount
+        ).rowcount  # type: ignore[attr-defined]
         moved = self.s.execute(
             text("UPDATE support SET contribution_id = :dst WHERE contribution_id = :src"), p
-        ).rowcount
+        ).rowcount  # type: ignore[attr-defined]
         self.s.execute(
             text(
                 "DELETE FROM disagreement WHERE contribution_id = :src AND (citizen_id = :author "
@@ -136,7 +139,7 @@ class AnswersRepo:
         )
         comments = self.s.execute(
             text("UPDATE comment SET contribution_id = :dst WHERE contribution_id = :src"), p
-        ).rowcount
+        ).rowcount  # type: ignore[attr-defined]
         self.s.add(
             IdeaMerge(
                 contribution_id=source.id,

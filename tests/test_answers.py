@@ -292,3 +292,79 @@ def test_the_author_of_a_merged_idea_sees_where_it_went_and_cannot_edit_it(mapp)
     assert _status(mapp, 1) == "merged"
     # The target's card shows its official answer.
     assert "Étude en cours avec la métropole." in chat("bob").send("/ideas 1").text
+
+
+def test_crossed_merges_cannot_both_pass_on_postgresql(pg_url, clock, tmp_path):
+    """1 → 2 and 2 → 1 at the same time: the second waits for the first's row locks, then sees
+    the merge and refuses (fails if the rows read before the lock are not read again)."""
+    import threading
+
+    from bot.answers import AnswerService, MergedIdea
+    from bot.moderation import Actor
+    from tests.support.moderation import build
+
+    app = build(pg_url, clock, tmp_path)
+    chat = chats(app)
+    contribute(chat("a1"), "Un", None)
+    contribute(chat("a2"), "Deux", None)
+    chat("x").send("/support 1")
+    outcome: dict[str, object] = {}
+
+    def merge(source: int, target: int, hold: threading.Event | None = None) -> None:
+        try:
+            with app.db.session() as s:
+                repos = Repos(app.db, s)
+                admin = repos.citizens.by_platform_id("console", "x")
+                assert admin is not None
+                actor = Actor(admin, "console", ADMIN, True)
+                AnswerService(repos, app.clock(), app.settings).merge(actor, source, target)
+                if hold is not None:
+                    hold.wait(30)
+            outcome[f"{source}>{target}"] = "merged"
+        except MergedIdea:
+            outcome[f"{source}>{target}"] = "refused"
+
+    release = threading.Event()
+    first = threading.Thread(target=merge, args=(1, 2, release))
+    first.start()
+    with app.db.session() as s:  # wait until the first holds its locks (polled, not timed)
+        from sqlalchemy import text
+
+        for _ in range(3000):
+            if s.get(Contribution, 1) is not None and _locked(s):
+                break
+            threading.Event().wait(0.01)
+    second = threading.Thread(target=merge, args=(2, 1))
+    second.start()
+    with app.db.session() as s:
+        for _ in range(3000):
+            waiting = s.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                )
+            ).scalar_one()
+            if waiting:
+                break
+            threading.Event().wait(0.01)
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert outcome == {"1>2": "merged", "2>1": "refused"}
+    assert [(m.contribution_id, m.into_id) for m in _all(app, IdeaMerge)] == [(1, 2)]
+    _counters_equal_recount(app)
+    app.close()
+
+
+def _locked(session) -> bool:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    return bool(
+        session.execute(
+            text(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "WHERE c.relname = 'contribution' AND l.mode = 'RowShareLock' AND l.database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        ).scalar_one()
+    )
