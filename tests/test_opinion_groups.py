@@ -174,3 +174,25 @@ async def test_the_scheduler_worker_computes_requested_groups(world):
         stop.set()
         await task
     assert "Group A: 6 participants" in admin.last.text
+
+
+async def test_supporters_get_the_official_answer_through_the_paced_broadcast(world):
+    """The answer's broadcast is rendered and sent by the scheduler's sender, in each
+    supporter's language, to those who accept news only."""
+    from tests.support.moderation import contribute
+
+    await world.tick()
+    engine = world.app.engine
+    author = Chat(engine, user="ann", language="fr")
+    contribute(author, "Des toilettes publiques", None)
+    ben, cam = Chat(engine, user="ben", language="en"), Chat(engine, user="cam", language="fr")
+    for supporter, news in ((ben, "on"), (cam, "off")):
+        supporter.send(f"/reminders {news}")
+        supporter.send("/support 1")
+    admin = Chat(engine, user="admin", language="en")
+    admin.send("/answer 1 rejected Pas de budget cette année.")
+    await world.tick()
+    to = {r.chat_id: r.text for r in world.channel.records if r.text}
+    assert "The moderators answered idea #1, which you support: ❌ rejected." in to["ben"]
+    assert "Pas de budget cette année." in to["ben"]
+    assert "cam" not in to and "ann" not in to  # cam declined the news; ann was told directly
