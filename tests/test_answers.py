@@ -368,3 +368,20 @@ def _locked(session) -> bool:  # type: ignore[no-untyped-def]
             )
         ).scalar_one()
     )
+
+
+def test_without_buttons_the_status_picker_is_numbered_options(mapp):
+    """Matrix and the console: the card's 📣 and the statuses are numbered options with their
+    typed commands; "1" and then "2" pick them."""
+    chat, mod = _team(mapp)
+    contribute(chat("author"), "Une idée", None)
+    card = mod.send("/ideas 1").text
+    assert "/answer 1" in card  # the typed equivalent of the 📣 button
+    options = mod._options()
+    number = next(n for n, data in options.items() if data == "ans:1")
+    picker = mod.send(number).text
+    assert "/answer 1 study" in picker
+    study = next(n for n, data in mod._options().items() if data == "ans:1:study")
+    assert "/answer 1 study" in mod.send(study).text
+    mod.send("/answer 1 under study Nous regardons.")
+    assert [a.status for a in _all(mapp, OfficialAnswer)] == ["study"]
