@@ -139,16 +139,26 @@ class Engine:
         return self.process_many([inbox_id])
 
     def process_many(self, inbox_ids: Iterable[int]) -> list[Delivery]:
+        return self._process_ids(list(inbox_ids))[1]
+
+    def process_available(self, platform: str | None, limit: int) -> tuple[int, list[Delivery]]:
+        """Process up to ``limit`` pending events (``process_many``); returns (how many events
+        this worker took, their replies). None taken while events are pending: other workers
+        are processing their chats."""
+        ids = self.pending(platform, limit)
+        return self._process_ids(ids) if ids else (0, [])
+
+    def _process_ids(self, ids: list[int]) -> tuple[int, list[Delivery]]:
         """Process inbox rows in ONE transaction (a group commit): each event's effect, its
         replies and its inbox status commit together. If one event fails unexpectedly, the
         batch is rolled back and its events are processed one by one, so only the culprit is
         marked failed (and answered with an apology). A crash before the commit leaves the whole
         batch pending, to be processed again."""
-        ids = list(inbox_ids)
         try:
             with self.db.session() as session:
                 repos = Repos(self.db, session)
                 out: list[Delivery] = []
+                taken = 0
                 skipped: list[str] = []  # chats busy elsewhere: none of their events now
                 for inbox_id in ids:
                     # Marked done by the statement that takes it (one round trip), in this
@@ -159,14 +169,16 @@ class Engine:
                             skipped.append(chat)
                         continue  # already processed, or its chat is being processed elsewhere
                     event = InboundEvent.from_json(data)
+                    taken += 1
                     out.extend(self._run(repos, inbox_id, event, mark=False))
-                return out
+                return taken, out
         except Exception as exc:
             if len(ids) == 1:
                 log.exception("inbox event %s failed", ids[0])
-                return self._fail_alone(ids[0], exc)
+                return 1, self._fail_alone(ids[0], exc)
             log.warning("a batch of %d events failed; processing them one by one", len(ids))
-            return [d for inbox_id in ids for d in self.process_many([inbox_id])]
+            results = [self._process_ids([inbox_id]) for inbox_id in ids]
+            return sum(n for n, _d in results), [d for _n, ds in results for d in ds]
 
     def handle(self, event: InboundEvent) -> list[Delivery]:
         """Record and process one event in a single transaction (in-process channels: the

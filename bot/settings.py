@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     telegram_webhook_url: str | None = None
     telegram_webhook_secret: SecretStr | None = None
     telegram_webhook_listen: str = "127.0.0.1:8443"
+    # Replies and broadcasts together (one pace per bot account): about 30/s is Telegram's
+    # limit (paid broadcasts allow more), about one message a second per private chat.
+    telegram_pace_per_second: float = Field(default=25.0, gt=0)
+    telegram_pace_chat_interval: float = Field(default=1.0, ge=0)
 
     matrix_homeserver: str | None = None
     matrix_user_id: str | None = None

@@ -13,6 +13,7 @@ from adapters.telegram.commands import set_chat_commands, set_default_commands
 from adapters.telegram.service import TelegramService, webhook_secret_for
 from adapters.telegram.translate import PLATFORM, translate
 from bot.app import App
+from bot.channels import Pace
 from bot.runtime import Runtime
 
 __all__ = [
@@ -47,4 +48,9 @@ def build_service(app: App, runtime: Runtime) -> TelegramService:
         webhook_listen=settings.telegram_webhook_listen,
         admins=settings.admins,
         default_locale=settings.default_locale,
+        pace=Pace(
+            per_second=settings.telegram_pace_per_second,
+            per_chat_interval=settings.telegram_pace_chat_interval,
+            per_group_per_minute=20.0,
+        ),
     )

@@ -463,11 +463,13 @@ class TelegramService:
 
     def _process_batch(self) -> tuple[int, int]:
         """In the database thread: process up to ``batch`` pending events, in order, in one
-        transaction (the engine's group commit; an event that fails is retried alone)."""
-        ids = self.engine.pending(PLATFORM, self.batch)
-        if not ids:
-            return 0, 0
-        return len(ids), len(self.engine.process_many(ids))
+        transaction (the engine's group commit; an event that fails is retried alone);
+        returns (events taken, replies); -1 taken: events pending, all in chats that other
+        workers are processing."""
+        taken, replies = self.engine.process_available(PLATFORM, self.batch)
+        if not taken and self.engine.pending(PLATFORM, 1):
+            return -1, 0
+        return taken, len(replies)
 
     async def _process(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -480,7 +482,10 @@ class TelegramService:
                 continue
             if replies:
                 self.sender.wake.set()
-            if handled:
+            if handled > 0:
+                continue
+            if handled < 0:  # other workers hold those chats: look again shortly
+                await _sleep(0.05, stop)
                 continue
             waiters = [
                 asyncio.ensure_future(self.inbox_wake.wait()),
