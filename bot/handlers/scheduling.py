@@ -463,6 +463,7 @@ _KINDS = {
     "opening": N_("Opening"),
     "extension": N_("Extension"),
     "results": N_("Results"),
+    "answer": N_("Official answer"),  # an idea's answer, to its supporters (issue 15)
 }
 
 
