@@ -252,5 +252,17 @@ async def main() -> None:
     print("runtime: " + " | ".join(figures))
 
 
+def _workers_extra() -> None:
+    """bench/workers.py: the 1 → 2 worker speedup on PostgreSQL and statements per update."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_workers", ROOT / "bench" / "workers.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    EXTRA.extend(module.MEASURES)
+
+
 if __name__ == "__main__":
+    _workers_extra()
     asyncio.run(main())
