@@ -442,3 +442,22 @@ def test_discover_pages_show_each_idea_exactly_once(any_app, typed) -> None:  # 
     # A new browse starts from now: the ideas published meanwhile come first (unseen).
     first = _shown(bob.send("/ideas 1 discover"))
     assert set(first) == {13, 14, 15} | set(first[3:]) and set(first[:3]) == {13, 14, 15}
+
+
+def test_idea_opens_one_card_that_reactions_and_replies_act_on(app, chat) -> None:  # type: ignore[no-untyped-def]
+    alice = chat("alice", language="en")
+    publish(alice, "Une idée à ouvrir", "Une idée retirée")
+    alice.send("/withdraw 2 yes")
+    bob = chat("bob", language="en")
+    replies = bob.send("/idea 1")
+    assert len(replies) == 1 and replies.subjects() == [("contribution", 1)]
+    assert "Une idée à ouvrir" in replies.text
+    bob.react(bob.message_id_of(("contribution", 1)))  # 👍 on that card supports idea 1
+    bob.send("Un commentaire en réponse", reply_to=bob.message_id_of(("contribution", 1)))
+    with app.db.session() as s:
+        assert [(r.contribution_id) for r in s.exec(select(Support)).all()] == [1]
+        assert [(c.contribution_id, c.text) for c in s.exec(select(Comment)).all()] == [
+            (1, "Un commentaire en réponse")
+        ]
+    assert "#2" in bob.send("/idea 2").text and bob.last.subjects() == []  # withdrawn
+    assert bob.send("/idea deux").text.startswith("Usage: /idea ")

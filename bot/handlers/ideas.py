@@ -237,6 +237,22 @@ def _contribution_info(ctx: Ctx, contribution_id: int) -> ConsultationInfo:
 
 
 @router.action(
+    "idea",
+    command="idea",
+    params=(Int("idea", N_("NUMBER")),),
+    help=N_("Open one idea: its card, to support it, comment, react or reply to it"),
+)
+def idea(ctx: Ctx) -> Reply:
+    """One idea's own card: a Matrix 👍 reaction or a reply to it acts on that idea."""
+    cid = ctx.params["idea"]
+    info = _contribution_info(ctx, cid)
+    published_contribution(ctx.repos, cid, info)  # withdrawn, hidden, pending: not shown
+    row = ctx.repos.contributions.with_counts(cid)
+    assert row is not None
+    return _idea_message(ctx, info, row)
+
+
+@router.action(
     "sup",
     command="support",
     params=(Int("idea", N_("NUMBER")),),
