@@ -461,3 +461,36 @@ def test_idea_opens_one_card_that_reactions_and_replies_act_on(app, chat) -> Non
         ]
     assert "#2" in bob.send("/idea 2").text and bob.last.subjects() == []  # withdrawn
     assert bob.send("/idea deux").text.startswith("Usage: /idea ")
+
+
+# --------------------------------------------------------------------------- through Telegram
+
+
+async def test_telegram_renders_the_french_usage_typeset_and_an_edit_preview(app) -> None:  # type: ignore[no-untyped-def]
+    """Through the real python-telegram-bot and the Bot API test server: a wrong argument gets
+    the French usage with its narrow no-break space (kept by the HTML rendering), an edit is
+    previewed with Confirm/Edit/Cancel buttons and applied by the Confirm button."""
+    from tests.support.bot_api_server import BotApiServer
+    from tests.support.telegram import running_bot
+
+    async with (
+        BotApiServer(bot_username="parlons_test_bot") as server,
+        running_bot(app, server) as tg,
+    ):
+        await tg.say(41, "/start", language_code="fr")
+        await tg.accept(41, language_code="fr")
+        (usage,) = await tg.say(41, "/about abc", language_code="fr")
+        assert (usage.plain_text or "").startswith("Utilisation\u202f: /about [PAGE]")
+        await tg.say(41, "/participate", language_code="fr")
+        preview = [r for r in await tg.say(41, "Une idée", language_code="fr") if r.buttons]
+        await tg.press(41, "ok", preview[-1].message_id or 0, language_code="fr")
+        await tg.say(41, "/editidea 1", language_code="fr")
+        records = await tg.say(41, "Une idée meilleure", language_code="fr")
+        (shown,) = [r for r in records if r.buttons]
+        assert shown.callback_data == ["ok", "redo", "cancel"]
+        assert "Une idée meilleure" in (shown.plain_text or "")
+        with app.db.session() as s:
+            assert s.get(Contribution, 1).text == "Une idée"  # type: ignore[union-attr]
+        await tg.press(41, "ok", shown.message_id or 0, language_code="fr")
+        with app.db.session() as s:
+            assert s.get(Contribution, 1).text == "Une idée meilleure"  # type: ignore[union-attr]
