@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from storage.leader import FileLeader, Leadership, leadership_for
+from storage.leader import FileLeader, Leadership, PostgresLeader, leadership_for
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,14 @@ class Leader:
     check: float = 2.0
     leading: bool = False
     terms: int = 0
+    # Seconds between becoming the leader and starting the work (None: 1.5 × check when the
+    # lock is a database session's, which can be cut without the old leader dying; a file
+    # lock on SQLite dies with its process).
+    grace: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.grace is None:
+            self.grace = self.check * 1.5 if isinstance(self.leadership, PostgresLeader) else 0.0
 
     @classmethod
     def for_account(
@@ -97,10 +105,11 @@ class Leader:
             # A leader that lost its lock without dying (its session cut) notices within
             # ``check`` seconds and stops its work: wait that long before starting ours, so
             # that two workers never poll at once.
-            await _sleep(stop, self.check * 1.5)
-            if stop.is_set() or not await self.leadership.check():
-                await self.leadership.release()
-                continue
+            if self.grace:
+                await _sleep(stop, self.grace)
+                if stop.is_set() or not await self.leadership.check():
+                    await self.leadership.release()
+                    continue
             self.terms += 1
             self._set(True)
             halt = asyncio.Event()
