@@ -11,7 +11,7 @@ import typer
 from bot.app import App
 from bot.cli_base import Mode, open_app
 from bot.exports import build_export
-from bot.privacy import PrivacyService, erasure_log_path, read_erasure_log
+from bot.privacy import Housekeeping, PrivacyService, erasure_log_path, read_erasure_log
 from bot.services import Services
 from storage.repositories import Repos
 
@@ -81,11 +81,10 @@ def expire(
     application = _app()
     limit = months or application.settings.privacy_retention_months
     try:
-        with application.db.session() as session:
-            service = PrivacyService(
-                Repos(application.db, session), application.clock(), application.settings
-            )
-            erased = service.expire(limit)
+        # The scheduler's batched expiry: one committed transaction per batch, so other
+        # citizens' events are processed in between and a stop keeps what was done.
+        housekeeping = Housekeeping(application.db, application.clock, application.settings)
+        erased = housekeeping.expire_all(limit)
     finally:
         application.close()
     typer.echo(f"{erased} citizens inactive for {limit} months erased")

@@ -33,42 +33,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, Text, bindparam, cast, delete, func, or_, select, update
-from sqlmodel import SQLModel, col
-
 from bot.messages import ChatType, EventContext, InboundEvent, Unsupported
 from bot.settings import Settings
 from storage.db import Database
-from storage.models import (
-    Citizen,
-    Comment,
-    Contribution,
-    Dialogue,
-    InboxEvent,
-    OutboxMessage,
-    Support,
-    Visit,
-)
-from storage.models_moderation import (
-    AuditEntry,
-    Ban,
-    Erasure,
-    Moderator,
-    PrivacyConsent,
-    Report,
-)
-from storage.prepared import Prepared
+from storage.models import Citizen, Dialogue, InboxEvent
+from storage.models_moderation import Erasure
 from storage.repositories import Repos
+from storage.repositories_privacy import InboxRow, PrivacyRepo
 
 # Bump when the notice's text changes in substance: everyone is asked to accept it again.
 NOTICE_VERSION = "1"
-# Read on every participation step of a citizen not yet known (this process) to have accepted.
-_ACCEPTED_AT = Prepared(
-    select(col(PrivacyConsent.accepted_at)).where(
-        col(PrivacyConsent.citizen_id) == bindparam("citizen"),
-        col(PrivacyConsent.version) == NOTICE_VERSION,
-    )
-)
 
 ERASED_PREFIX = "erased-"
 # The ``kind`` column of a redacted inbox row (its event is an ``Unsupported("erased")``).
@@ -153,10 +127,6 @@ def _append_log(path: Path, when: datetime, *keys: str) -> None:
 # --------------------------------------------------------------------------- helpers
 
 
-def _table(name: str) -> Table | None:
-    return SQLModel.metadata.tables.get(name)
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -191,7 +161,7 @@ class ErasureReport:
 class PrivacyService:
     def __init__(self, repos: Repos, now: datetime, settings: Settings) -> None:
         self.repos, self.now, self.settings = repos, now, settings
-        self.s = repos.session
+        self.store = PrivacyRepo(repos.db, repos.session)
 
     # ------------------------------------------------------------------ notice
 
@@ -200,20 +170,10 @@ class PrivacyService:
 
     def accept(self, citizen: Citizen) -> bool:
         """Record the acceptance of the current notice; False if it was already recorded."""
-        return (
-            self.repos.db.insert_ignore(
-                self.s,
-                PrivacyConsent,
-                citizen_id=citizen.id,
-                version=NOTICE_VERSION,
-                accepted_at=self.now,
-            )
-            is not None
-        )
+        return self.store.accept(citizen.id, NOTICE_VERSION, self.now)
 
     def accepted_at(self, citizen: Citizen) -> datetime | None:
-        accepted: datetime | None = _ACCEPTED_AT.scalar(self.s, {"citizen": citizen.id})
-        return accepted
+        return self.store.consent_of(citizen.id, NOTICE_VERSION)
 
     # ------------------------------------------------------------------ my data
 
@@ -221,9 +181,10 @@ class PrivacyService:
         """Everything stored about this citizen, as JSON-ready data."""
         cid = citizen.id
         slugs = {c.id: c.slug for c in self.repos.consultations.all()}
+        store = self.store
 
-        def rows(model: Any, *where: Any) -> list[Any]:
-            return list(self.s.execute(select(model).where(*where).order_by(model.id)).scalars())
+        def rows(kind: str) -> list[Any]:
+            return store.owned(kind, cid)
 
         platform_id = citizen.platform_user_id
         data: dict[str, Any] = {
@@ -242,7 +203,7 @@ class PrivacyService:
             },
             "privacy_consents": [
                 {"version": r.version, "accepted_at": r.accepted_at.isoformat()}
-                for r in rows(PrivacyConsent, PrivacyConsent.citizen_id == cid)
+                for r in rows("privacy_consents")
             ],
             "contributions": [
                 {
@@ -254,11 +215,11 @@ class PrivacyService:
                     "created_at": r.created_at.isoformat(),
                     "updated_at": r.updated_at.isoformat(),
                 }
-                for r in rows(Contribution, Contribution.citizen_id == cid)
+                for r in rows("contributions")
             ],
             "supports": [
                 {"contribution_id": r.contribution_id, "created_at": r.created_at.isoformat()}
-                for r in rows(Support, Support.citizen_id == cid)
+                for r in rows("supports")
             ],
             "comments": [
                 {
@@ -268,7 +229,7 @@ class PrivacyService:
                     "status": r.status,
                     "created_at": r.created_at.isoformat(),
                 }
-                for r in rows(Comment, Comment.citizen_id == cid)
+                for r in rows("comments")
             ],
             "reports": [
                 {
@@ -276,7 +237,7 @@ class PrivacyService:
                     "reason": r.reason,
                     "created_at": r.created_at.isoformat(),
                 }
-                for r in rows(Report, Report.citizen_id == cid)
+                for r in rows("reports")
             ],
             "visits": [
                 {
@@ -284,7 +245,7 @@ class PrivacyService:
                     "source": r.source,
                     "created_at": r.created_at.isoformat(),
                 }
-                for r in rows(Visit, Visit.citizen_id == cid)
+                for r in rows("visits")
             ],
             "bans": [
                 {
@@ -292,7 +253,7 @@ class PrivacyService:
                     "reason": r.reason,
                     "created_at": r.created_at.isoformat(),
                 }
-                for r in rows(Ban, Ban.citizen_id == cid)
+                for r in rows("bans")
             ],
             "dialogues": [],
             "moderator_of": [],
@@ -306,34 +267,18 @@ class PrivacyService:
                     "data": r.data,
                     "updated_at": r.updated_at.isoformat(),
                 }
-                for r in rows(
-                    Dialogue,
-                    Dialogue.platform == citizen.platform,
-                    Dialogue.user_id == platform_id,
-                )
+                for r in store.dialogues_of(citizen.platform, platform_id)
             ]
             data["moderator_of"] = [
                 {"consultation": slugs.get(r.consultation_id), "since": r.created_at.isoformat()}
-                for r in rows(
-                    Moderator,
-                    Moderator.platform == citizen.platform,
-                    Moderator.platform_user_id == platform_id,
-                )
+                for r in store.moderator_roles_of(citizen.platform, platform_id)
             ]
         # Rows of other features that exist for this citizen (subscriptions, private chat...).
-        for table in SQLModel.metadata.sorted_tables:
-            if table.name in KEPT_FOR_STATISTICS | EXPLICIT or table.name in (
-                "privacy_consent",
-                "seen",
-                "flood_window",
-            ):
-                continue
-            if "citizen_id" not in table.c:
-                continue
-            found = self.s.execute(select(table).where(table.c.citizen_id == cid)).mappings()
+        skip = KEPT_FOR_STATISTICS | EXPLICIT | {"privacy_consent", "seen", "flood_window"}
+        for name, found in store.other_rows_of(cid, skip):
             items = [{k: _jsonable(v) for k, v in m.items()} for m in found]
             if items:
-                data["other"][table.name] = items
+                data["other"][name] = items
         return data
 
     # ------------------------------------------------------------------ erasure
@@ -345,23 +290,11 @@ class PrivacyService:
         """The chats that are the citizen's private chat with the bot."""
         assert citizen.platform_user_id is not None
         chats = {citizen.platform_user_id, *extra}
-        private_chat = _table("private_chat")
-        if private_chat is not None and "chat_id" in private_chat.c:
-            chats.update(
-                self.s.execute(
-                    select(private_chat.c.chat_id).where(private_chat.c.citizen_id == citizen.id)
-                ).scalars()
-            )
+        chats.update(self.store.private_chat_ids(citizen.id))
         chats.update(
-            self.s.execute(
-                select(col(InboxEvent.chat_id))
-                .where(
-                    col(InboxEvent.platform) == citizen.platform,
-                    col(InboxEvent.user_id) == citizen.platform_user_id,
-                    col(InboxEvent.chat_type) == str(ChatType.PRIVATE),
-                )
-                .distinct()
-            ).scalars()
+            self.store.inbox_chats_of(
+                citizen.platform, citizen.platform_user_id, str(ChatType.PRIVATE)
+            )
         )
         return {c for c in chats if c}
 
@@ -398,30 +331,23 @@ class PrivacyService:
         # sender and chat columns), and what names them (an administrator's "/mod add
         # telegram:123": commands, once processed; a failure's error text).
         secret = privacy_secret(self.settings)
-        mine = (col(InboxEvent.platform) == platform) & or_(
-            col(InboxEvent.user_id) == user_id, col(InboxEvent.chat_id).in_(sorted(chats))
-        )
+        store = self.store
         ids = {user_id, *chats}
-        inbox_redacted = self._redact_inbox(mine, secret, ids, own=True)
-        event_text = cast(col(InboxEvent.event), Text)
+        inbox_redacted = self._redact_inbox(
+            lambda: store.inbox_of(platform, user_id, chats, skip_kind=ERASED_KIND, limit=BATCH),
+            secret,
+            ids,
+            own=True,
+        )
         inbox_redacted += self._redact_inbox(
-            (col(InboxEvent.kind) == "command")
-            & (col(InboxEvent.status) != "pending")
-            & or_(*(event_text.like(f"%{n}%", escape="!") for n in needles)),
+            lambda: store.commands_naming(needles, skip_kind=ERASED_KIND, limit=BATCH),
             secret,
             ids,
             own=False,
         )
-        self.s.execute(
-            update(InboxEvent)
-            .where(
-                col(InboxEvent.status) == "failed",
-                or_(*(col(InboxEvent.error).like(f"%{n}%", escape="!") for n in needles)),
-            )
-            .values(error=None)
-        )
+        store.clear_errors_naming(needles)
         if current_inbox_id is not None:
-            row = self.s.get(InboxEvent, current_inbox_id)
+            row = store.inbox_row(current_inbox_id)
             if row is not None:
                 self._redact_row(row, secret, ids)
 
@@ -430,82 +356,31 @@ class PrivacyService:
         # admin's /audit) are redacted.
         removed = 0
         while True:
-            out_ids = list(
-                self.s.execute(
-                    select(col(OutboxMessage.id))
-                    .where(
-                        col(OutboxMessage.platform) == platform,
-                        col(OutboxMessage.chat_id).in_(sorted(chats)),
-                    )
-                    .limit(BATCH)
-                ).scalars()
-            )
+            out_ids = store.outbox_ids_to(platform, chats, BATCH)
             if not out_ids:
                 break
             removed += len(out_ids)
-            self.s.execute(delete(OutboxMessage).where(col(OutboxMessage.id).in_(out_ids)))
-        named = or_(
-            *(cast(col(OutboxMessage.message), Text).like(f"%{n}%", escape="!") for n in needles)
-        )
-        for out_id, message in self.s.execute(
-            select(col(OutboxMessage.id), col(OutboxMessage.message)).where(
-                col(OutboxMessage.status) != "pending",
-                col(OutboxMessage.trimmed_at).is_(None),  # an emptied row names nobody
-                named,
-            )
-        ).all():
-            self.s.execute(
-                update(OutboxMessage)
-                .where(col(OutboxMessage.id) == out_id)
-                .values(message=_redacted_message(message), error=None)
-            )
+            store.delete_outbox(out_ids)
+        for out_id, message in store.outbox_naming(needles):
+            store.set_outbox(out_id, message=_redacted_message(message), error=None)
 
         # 3. Their dialogue state. The row in use by this very event is emptied now (the
         # dispatcher saves it after the handler) and deleted by the next sweep.
         keep_id = current_dialogue.id if current_dialogue is not None else None
-        deleted = self.s.execute(
-            delete(Dialogue).where(
-                col(Dialogue.platform) == platform,
-                or_(col(Dialogue.user_id) == user_id, col(Dialogue.chat_id).in_(chats)),
-                col(Dialogue.id) != (keep_id if keep_id is not None else -1),
-            )
-        ).rowcount  # type: ignore[attr-defined]
+        deleted = store.delete_dialogues_of(platform, user_id, chats, keep_id=keep_id)
         if current_dialogue is not None:
             current_dialogue.state = "idle"
             current_dialogue.data = {}
-            self.s.add(current_dialogue)
+            store.save(current_dialogue)
 
         # 4. Rows that exist only for them, in every feature's tables.
-        for table in reversed(SQLModel.metadata.sorted_tables):
-            if table.name in KEPT_FOR_STATISTICS or table.name in EXPLICIT:
-                continue
-            conditions = []
-            if "citizen_id" in table.c:
-                conditions.append(table.c.citizen_id == citizen.id)
-            if "platform" in table.c and "chat_id" in table.c:
-                conditions.append(
-                    (table.c.platform == platform) & table.c.chat_id.in_(sorted(chats))
-                )
-            if conditions:
-                deleted += self.s.execute(delete(table).where(or_(*conditions))).rowcount  # type: ignore[attr-defined]
-        deleted += self.s.execute(
-            delete(Moderator).where(
-                col(Moderator.platform) == platform, col(Moderator.platform_user_id) == user_id
-            )
-        ).rowcount  # type: ignore[attr-defined]
+        deleted += store.delete_rows_for(
+            citizen.id, platform, chats, KEPT_FOR_STATISTICS | EXPLICIT
+        )
+        deleted += store.delete_moderator_roles(platform, user_id)
 
         # 5. Their name in the audit log.
-        self.s.execute(
-            update(AuditEntry)
-            .where(
-                or_(
-                    col(AuditEntry.target_key) == key,
-                    col(AuditEntry.target).like(f"%{needles[1]}%", escape="!"),
-                    col(AuditEntry.target).like(f"%{citizen.pseudonym}%"),
-                )
-            )
-            .values(target="[erased]")
-        )
+        store.scrub_audit(key, needles[1], citizen.pseudonym, "[erased]")
 
         # 6. The tombstone.
         citizen.platform_user_id = None
@@ -513,7 +388,7 @@ class PrivacyService:
         citizen.locale = None
         citizen.reachable = False
         citizen.pseudonym = ERASED_PREFIX + secrets.token_hex(8)
-        self.s.add(citizen)
+        store.save(citizen)
 
         # 7. The log, by one-way id only.
         residue: dict[str, Any] = {}
@@ -521,56 +396,34 @@ class PrivacyService:
             residue["inbox_id"] = current_inbox_id
         if keep_id is not None:
             residue["dialogue_ids"] = [keep_id]
-        erasure = self.s.execute(select(Erasure).where(col(Erasure.subject_key) == key)).scalar()
+        erasure = store.erasure(key)
         if erasure is None:
             erasure = Erasure(subject_key=key, erased_at=self.now)
         erasure.erased_at = self.now
         erasure.residue = residue or None
         erasure.residue_pending = bool(residue)
-        self.s.add(erasure)
-        self.s.flush()
+        store.save(erasure)
+        store.flush()
         if log is None:
             _append_log(erasure_log_path(self.settings), self.now, key)
         else:
             log.append(key)
         return ErasureReport(key, inbox_redacted, removed, deleted)
 
-    def _redact_inbox(self, where: Any, secret: bytes, ids: set[str], *, own: bool) -> int:
-        """Redact the inbox rows ``where`` selects, by batches of ids (a row already redacted
-        no longer matches: its sender, chat and text are gone)."""
+    def _redact_inbox(
+        self, batch: Callable[[], list[InboxRow]], secret: bytes, ids: set[str], *, own: bool
+    ) -> int:
+        """Redact the inbox rows ``batch`` finds, by batches of ``BATCH`` ids (a row already
+        redacted no longer matches: its sender, chat and text are gone)."""
         count = 0
         while True:
-            rows = list(
-                self.s.execute(
-                    select(
-                        col(InboxEvent.id),
-                        col(InboxEvent.platform),
-                        col(InboxEvent.event_key),
-                        col(InboxEvent.status),
-                        col(InboxEvent.user_id),
-                    )
-                    .where(
-                        where,
-                        or_(col(InboxEvent.kind).is_(None), col(InboxEvent.kind) != ERASED_KIND),
-                    )
-                    .order_by(col(InboxEvent.id))
-                    .limit(BATCH)
-                )
-            )
+            rows = batch()
             for inbox_id, row_platform, event_key, status, sender in rows:
-                self.s.execute(
-                    update(InboxEvent)
-                    .where(col(InboxEvent.id) == inbox_id)
-                    .values(
-                        _redacted_values(
-                            secret,
-                            row_platform,
-                            event_key,
-                            status,
-                            None if own else sender,
-                            ids,
-                        )
-                    )
+                self.store.set_inbox(
+                    inbox_id,
+                    _redacted_values(
+                        secret, row_platform, event_key, status, None if own else sender, ids
+                    ),
                 )
             count += len(rows)
             if len(rows) < BATCH:
@@ -582,39 +435,27 @@ class PrivacyService:
         ).items():
             if name != "status":  # the event being handled is marked done by the engine
                 setattr(row, name, value)
-        self.s.add(row)
+        self.store.save(row)
 
     def sweep(self, *, keep_dialogue_id: int | None = None) -> int:
         """Purge what erasures left behind: the farewell reply once it has been delivered, and
         the dialogue row the /forget event was using. Returns how many erasures still wait
         (their farewell is not delivered yet)."""
         waiting = 0
-        for erasure in self.s.execute(
-            select(Erasure).where(col(Erasure.residue_pending).is_(True)).limit(20)
-        ).scalars():
+        for erasure in self.store.erasures_with_residue(20):
             residue = dict(erasure.residue or {})
             inbox_id = residue.get("inbox_id")
             if inbox_id is not None:
-                self.s.execute(
-                    delete(OutboxMessage).where(
-                        col(OutboxMessage.inbox_id) == inbox_id,
-                        col(OutboxMessage.status) != "pending",
-                    )
-                )
-                waiting = self.s.execute(
-                    select(func.count())
-                    .select_from(OutboxMessage)
-                    .where(col(OutboxMessage.inbox_id) == inbox_id)
-                ).scalar_one()
+                waiting = self.store.purge_replies(inbox_id)
                 if not waiting:
                     residue.pop("inbox_id")
             dialogue_ids = [d for d in residue.get("dialogue_ids", []) if d != keep_dialogue_id]
             if dialogue_ids:
-                self.s.execute(delete(Dialogue).where(col(Dialogue.id).in_(dialogue_ids)))
+                self.store.delete_dialogues(dialogue_ids)
             residue.pop("dialogue_ids", None)
             erasure.residue = residue or None
             erasure.residue_pending = bool(residue)
-            self.s.add(erasure)
+            self.store.save(erasure)
             waiting += bool(residue)
         return waiting
 
@@ -624,36 +465,25 @@ class PrivacyService:
         wanted = set(keys)
         secret = privacy_secret(self.settings)
         count = 0
-        for citizen in list(
-            self.s.execute(
-                select(Citizen).where(col(Citizen.platform_user_id).is_not(None))
-            ).scalars()
-        ):
+        for citizen in self.store.identified_citizens():
             assert citizen.platform_user_id is not None
             if one_way_id(secret, citizen.platform, citizen.platform_user_id) in wanted:
                 self.erase(citizen)
                 count += 1
-        known = set(self.s.execute(select(col(Erasure.subject_key))).scalars())
+        known = self.store.erasure_keys()
         for key in sorted(wanted - known):
-            self.s.add(Erasure(subject_key=key, erased_at=self.now))
+            self.store.save(Erasure(subject_key=key, erased_at=self.now))
         return count
 
     def expire(self, months: int, limit: int | None = None) -> int:
         """Erase the citizens who have not written for ``months`` months (at most ``limit`` of
         them, oldest first, when given: the scheduler commits such batches one by one)."""
         since = self.now - timedelta(days=30 * months)
-        stmt = (
-            select(Citizen)
-            .where(col(Citizen.platform_user_id).is_not(None), col(Citizen.last_seen_at) < since)
-            .order_by(col(Citizen.last_seen_at), col(Citizen.id))
-        )
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        stale = list(self.s.execute(stmt).scalars())
+        stale = self.store.silent_since(since, limit)
         keys: list[str] = []
         for citizen in stale:
             self.erase(citizen, log=keys)
-        self.s.flush()
+        self.store.flush()
         _append_log(erasure_log_path(self.settings), self.now, *keys)
         return len(stale)
 
@@ -664,54 +494,19 @@ class PrivacyService:
         (a Matrix redaction of a reaction is resolved through its inbox row) and outbox rows
         with a subject (replies and reactions to an idea card map through them), emptied."""
         before = self.now - timedelta(days=days)
-        inbox = list(
-            self.s.execute(
-                select(col(InboxEvent.id))
-                .where(
-                    col(InboxEvent.processed_at) < before,
-                    col(InboxEvent.status).in_(("done", "failed")),
-                    or_(col(InboxEvent.kind).is_(None), col(InboxEvent.kind) != "reaction"),
-                )
-                .order_by(col(InboxEvent.processed_at))
-                .limit(limit)
-            ).scalars()
-        )
+        store = self.store
+        inbox = store.old_inbox_ids(before, ("done", "failed"), "reaction", limit)
         if inbox:
-            self.s.execute(delete(InboxEvent).where(col(InboxEvent.id).in_(inbox)))
-        outbox = list(
-            self.s.execute(
-                select(col(OutboxMessage.id))
-                .where(
-                    col(OutboxMessage.created_at) < before,
-                    col(OutboxMessage.status).in_(FINISHED_OUTBOX),
-                    col(OutboxMessage.subject).is_(None),
-                )
-                .order_by(col(OutboxMessage.created_at))
-                .limit(limit)
-            ).scalars()
-        )
+            store.delete_inbox(inbox)
+        outbox = store.old_outbox_ids(before, FINISHED_OUTBOX, limit)
         if outbox:
-            self.s.execute(delete(OutboxMessage).where(col(OutboxMessage.id).in_(outbox)))
+            store.delete_outbox(outbox)
         # The rows kept for their subject lose their content (the subject stays): an old idea
         # card needs no text, and erasure need not search it for a name.
-        kept = list(
-            self.s.execute(
-                select(col(OutboxMessage.id), col(OutboxMessage.message))
-                .where(
-                    col(OutboxMessage.created_at) < before,
-                    col(OutboxMessage.status).in_(FINISHED_OUTBOX),
-                    col(OutboxMessage.subject).is_not(None),
-                    col(OutboxMessage.trimmed_at).is_(None),
-                )
-                .order_by(col(OutboxMessage.created_at))
-                .limit(limit)
-            )
-        )
+        kept = store.old_outbox_with_subject(before, FINISHED_OUTBOX, limit)
         for out_id, message in kept:
-            self.s.execute(
-                update(OutboxMessage)
-                .where(col(OutboxMessage.id) == out_id)
-                .values(message=_redacted_message(message), error=None, trimmed_at=self.now)
+            store.set_outbox(
+                out_id, message=_redacted_message(message), error=None, trimmed_at=self.now
             )
         return len(inbox) + len(outbox) + len(kept)
 
@@ -736,12 +531,24 @@ class Housekeeping:
     def _service(self, session: Any) -> PrivacyService:
         return PrivacyService(Repos(self.db, session), self.clock(), self.settings)
 
-    def expire_step(self) -> int:
-        """Erase one batch of silent citizens (one transaction); how many were erased."""
+    def expire_step(self, months: int | None = None) -> int:
+        """Erase one batch of silent citizens (one transaction); how many were erased.
+        ``months``: the inactivity period (default: ``privacy_retention_months``)."""
         with self.db.session() as session:
             return self._service(session).expire(
-                self.settings.privacy_retention_months, self.settings.privacy_expiry_batch
+                months or self.settings.privacy_retention_months,
+                self.settings.privacy_expiry_batch,
             )
+
+    def expire_all(self, months: int | None = None) -> int:
+        """Erase every silent citizen, batch by batch (each batch committed): ``parlons
+        privacy expire``."""
+        erased = 0
+        while True:
+            done = self.expire_step(months)
+            erased += done
+            if done < self.settings.privacy_expiry_batch:
+                return erased
 
     def prune_step(self) -> int:
         with self.db.session() as session:
