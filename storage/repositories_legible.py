@@ -98,7 +98,10 @@ class LegibleRepo:
             # the plural of words with accents).
             params["m"] = (" | " if any_term else " & ").join(f"{w}:*" for w in terms)
             tsquery = "(to_tsquery('french', :m) || to_tsquery('english', :m))"
-            source = f"FROM contribution c WHERE {PG_VECTOR} @@ {tsquery} AND {filters}"
+            # The match alone first (OFFSET 0 keeps the subquery apart), so that the planner
+            # takes the GIN index instead of recomputing every idea's vector of the question.
+            matched = f"SELECT c.id FROM contribution c WHERE {PG_VECTOR} @@ {tsquery} OFFSET 0"  # noqa: S608
+            source = f"FROM ({matched}) AS m JOIN contribution c ON c.id = m.id WHERE {filters}"
             rank = f"-ts_rank({PG_VECTOR}, {tsquery})"
         stmt = text(f"SELECT c.id {source} ORDER BY {rank}, c.id DESC LIMIT :lim OFFSET :off")
         stmt = stmt.bindparams(_expanding("st"))
