@@ -22,8 +22,6 @@ from typing import Any, Literal
 import typer
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
 from typer._click import ClickException, Context
 from typer.core import TyperGroup
 
@@ -32,6 +30,7 @@ from bot.engine import Clock
 from bot.logs import configure_logging, redact, secrets_of
 from bot.settings import Settings, SettingsFileError
 from storage.db import Database, normalise_url, utcnow
+from storage.errors import DatabaseError, InvalidDatabaseUrl, shown_url, sqlite_database
 
 Mode = Literal["read", "write", "create"]
 DEBUG_KEY = "parlons.debug"
@@ -46,10 +45,8 @@ class CliError(Exception):
 
 
 def _sqlite_file(url: str) -> Path | None:
-    parsed = make_url(normalise_url(url))
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(str(parsed.database))
+    database = sqlite_database(normalise_url(url))
+    return None if database is None else Path(database)
 
 
 def check_location(settings: Settings, mode: Mode) -> None:
@@ -138,7 +135,7 @@ def _setting_name(loc: tuple[Any, ...]) -> str:
     return "PARLONS_" + "__".join(str(part) for part in loc).upper()
 
 
-def _database_detail(exc: sa_exc.DBAPIError) -> str:
+def _database_detail(exc: DatabaseError) -> str:
     detail = " ".join(str(exc.orig).split()) if exc.orig is not None else str(exc)
     lowered = detail.lower()
     if "file is not a database" in lowered:
@@ -154,7 +151,7 @@ def _where(url: str | None) -> str:
     if not url:
         return "the database"
     try:
-        return make_url(normalise_url(url)).render_as_string(hide_password=True)
+        return shown_url(normalise_url(url))
     except Exception:
         return "the database"
 
@@ -173,9 +170,9 @@ def describe(exc: BaseException, settings_url: str | None = None) -> str | None:
         found = re.search(r'field "(\w+)"', str(exc))
         name = _setting_name((found.group(1),)) if found else "value"
         return f'invalid setting {name}: cannot parse it (lists are JSON: \'["a", "b"]\')'
-    if isinstance(exc, sa_exc.DBAPIError):
+    if isinstance(exc, DatabaseError):
         return f"{_where(settings_url)}: {_database_detail(exc)}"
-    if isinstance(exc, sa_exc.ArgumentError | sa_exc.NoSuchModuleError):
+    if isinstance(exc, InvalidDatabaseUrl):
         return f"invalid database URL: {exc}"
     from alembic.util import CommandError
 

@@ -16,9 +16,8 @@ from collections.abc import Iterable
 from typing import TextIO
 from urllib.parse import quote
 
-from sqlalchemy.engine import make_url
-
 from bot.settings import Settings
+from storage.errors import url_password
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 MASK = "<redacted>"
@@ -34,7 +33,7 @@ def secrets_of(settings: Settings) -> list[str]:
         if value is not None and hasattr(value, "get_secret_value"):
             values.append(value.get_secret_value())
     try:
-        password = make_url(settings.database_url).password
+        password = url_password(settings.database_url)
     except Exception:  # an invalid URL is reported elsewhere
         password = None
     if password:

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
+from storage.errors import sqlite_database
 from storage.leader import FileLeader, Leadership, PostgresLeader, leadership_for
 
 log = logging.getLogger(__name__)
@@ -37,13 +36,13 @@ class SecondWorker(RuntimeError):
 def single_worker_lock(url: str) -> FileLeader | None:
     """SQLite: take the one-worker lock of this database file (None for PostgreSQL and
     in-memory databases); raises ``SecondWorker`` if another process holds it."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    database = sqlite_database(url)
+    if database is None:
         return None
-    lock = FileLeader(Path(f"{parsed.database}.run.lock"))
+    lock = FileLeader(Path(f"{database}.run.lock"))
     if not _acquire_now(lock):
         raise SecondWorker(
-            f"another 'parlons run' already uses the SQLite database {parsed.database}: "
+            f"another 'parlons run' already uses the SQLite database {database}: "
             "SQLite takes one worker; use PostgreSQL (PARLONS_DATABASE_URL) to run several"
         )
     return lock
