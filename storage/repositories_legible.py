@@ -79,6 +79,7 @@ class LegibleRepo:
             filters += " AND c.question_id = :q"
         if exclude_citizen is not None:
             filters += " AND c.citizen_id <> :me"
+        prefix = ""
         if self.db.is_sqlite:
             match = text_index.Stemmer().fts_query(query, any_term=any_term)
             if match is None:
@@ -98,17 +99,22 @@ class LegibleRepo:
             # the plural of words with accents).
             params["m"] = (" | " if any_term else " & ").join(f"{w}:*" for w in terms)
             tsquery = "(to_tsquery('french', :m) || to_tsquery('english', :m))"
-            # The match alone first (OFFSET 0 keeps the subquery apart), so that the planner
-            # takes the GIN index instead of recomputing every idea's vector of the question.
-            matched = f"SELECT c.id FROM contribution c WHERE {PG_VECTOR} @@ {tsquery} OFFSET 0"  # noqa: S608
-            source = f"FROM ({matched}) AS m JOIN contribution c ON c.id = m.id WHERE {filters}"
+            # The match once, alone (a materialized CTE), through the GIN index: joined to the
+            # filters by the planner, with stale statistics it re-ran the match per idea.
+            prefix = (
+                "WITH m AS MATERIALIZED (SELECT c.id FROM contribution c "  # noqa: S608
+                f"WHERE {PG_VECTOR} @@ {tsquery}) "
+            )
+            source = f"FROM m JOIN contribution c ON c.id = m.id WHERE {filters}"
             rank = f"-ts_rank({PG_VECTOR}, {tsquery})"
-        stmt = text(f"SELECT c.id {source} ORDER BY {rank}, c.id DESC LIMIT :lim OFFSET :off")
+        stmt = text(
+            f"{prefix}SELECT c.id {source} ORDER BY {rank}, c.id DESC LIMIT :lim OFFSET :off"
+        )
         stmt = stmt.bindparams(_expanding("st"))
         ids = [int(i) for i in self.s.execute(stmt, params).scalars()]
         total = len(ids) + offset
         if count and (len(ids) == limit or offset):
-            counted = text(f"SELECT count(*) {source}").bindparams(_expanding("st"))
+            counted = text(f"{prefix}SELECT count(*) {source}").bindparams(_expanding("st"))
             total = int(self.s.execute(counted, params).scalar_one())
         return Found(ids, total)
 
