@@ -102,12 +102,13 @@ class Settings(BaseSettings):
     # the seed makes the computation reproducible from the open data export.
     opinion_groups_min_votes: int = Field(default=5, ge=1)
     opinion_groups_seed: int = Field(default=15, ge=0)
-    # Flood control: events per minute and contributions per hour, per citizen; stricter for
+    # Flood control: events per minute and comments per hour, per citizen (answering the
+    # consultation's questions is never throttled); stricter for
     # citizens who arrived less than flood_newcomer_minutes ago. One polite warning per window.
     flood_actions_per_minute: int = Field(default=60, ge=1)
-    flood_contributions_per_hour: int = Field(default=10, ge=1)
+    flood_comments_per_hour: int = Field(default=10, ge=1)
     flood_newcomer_actions_per_minute: int = Field(default=30, ge=1)
-    flood_newcomer_contributions_per_hour: int = Field(default=4, ge=1)
+    flood_newcomer_comments_per_hour: int = Field(default=4, ge=1)
     flood_newcomer_minutes: int = Field(default=60, ge=0)
     # Citizens' rights. The secret keys the one-way ids of the erasure log and of bans; when it
     # is not set, one is generated once in privacy_dir/secret. privacy_dir also holds the
