@@ -108,7 +108,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_posts_nothing_twice(
     bot_account: MatrixAccount = await matrix_account.create("parlons")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PARLONS_")},
-        "PARLONS_CONFIG_FILE": str(tmp_path / "none.toml"),
+        "PARLONS_CONFIG_FILE": str(_empty_config(tmp_path)),
         "PARLONS_DATABASE_URL": url,
         "PARLONS_LOG_LEVEL": "INFO",
         "PARLONS_MATRIX_HOMESERVER": synapse.url,
@@ -287,3 +287,11 @@ async def test_sigkill_at_random_moments_loses_nothing_and_posts_nothing_twice(
         assert max(parts.values()) == 1, [k for k, v in parts.items() if v > 1]
     app.close()
     print(f"[matrix-crash] {kills} kills, {len(inbox)} events, {len(outbox)} replies")
+
+
+def _empty_config(tmp_path):  # type: ignore[no-untyped-def]
+    """An empty configuration file: the environment alone configures the bot (a missing
+    PARLONS_CONFIG_FILE is refused)."""
+    path = tmp_path / "none.toml"
+    path.write_text("")
+    return path

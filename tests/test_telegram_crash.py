@@ -217,7 +217,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
             PARLONS_TELEGRAM_API_URL=server.base_url,
             PARLONS_TELEGRAM_FILE_URL=server.base_file_url,
             PARLONS_LOG_LEVEL="WARNING",
-            PARLONS_CONFIG_FILE=str(tmp_path / "none.toml"),
+            PARLONS_CONFIG_FILE=str(_empty_config(tmp_path)),
         )
         bot = BotProcess(env, tmp_path)
 
@@ -286,3 +286,11 @@ async def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
     elapsed = time.monotonic() - started
     print(f"{updates} updates, {kills} SIGKILLs ({busy} with work pending), {bot.starts} starts")
     print(f"{elapsed:.1f}s")
+
+
+def _empty_config(tmp_path):  # type: ignore[no-untyped-def]
+    """An empty configuration file: the environment alone configures the bot (a missing
+    PARLONS_CONFIG_FILE is refused)."""
+    path = tmp_path / "none.toml"
+    path.write_text("")
+    return path
