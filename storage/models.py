@@ -218,8 +218,12 @@ class ChannelState(SQLModel, table=True):
 
 
 # Feature tables live in their own modules; importing them registers them on the metadata.
-from storage import models_chats, models_moderation, models_scheduler  # noqa: E402, F401
-from storage import models_counters  # noqa: E402, F401
-from storage import models_legible  # noqa: E402, F401
-from storage import models_runtime  # noqa: E402, F401
-from storage import models_answers  # noqa: E402, F401
+from storage import (  # noqa: E402, F401
+    models_answers,
+    models_chats,
+    models_counters,
+    models_legible,
+    models_moderation,
+    models_runtime,
+    models_scheduler,
+)
